@@ -1,0 +1,138 @@
+"""Impulse responses of the parametric filters used by the frontends.
+
+Everything here is a pure function of the filter parameters, written with
+`keras.ops` so that gradients flow to the parameters.
+"""
+
+import math
+
+from keras import ops
+import tensorflow as tf
+
+
+def _centered_time(size: int):
+  """Sample times t = -(size // 2) .. (size + 1) // 2 - 1, as float32."""
+  return ops.arange(-(size // 2), (size + 1) // 2, dtype='float32')
+
+
+def gabor_real_imag(kernel, size: int = 401):
+  """Real and imaginary parts of Gabor impulse responses (Eq. 4 of the paper).
+
+  `phi_n(t) = exp(i eta_n t) exp(-t^2 / (2 sigma_n^2)) / (sqrt(2 pi) sigma_n)`.
+
+  Args:
+    kernel: [filters, 2] tensor; column 0 the center frequencies eta (radians
+      per sample), column 1 the inverse bandwidths sigma (samples).
+    size: number of taps.
+
+  Returns:
+    A pair (real, imag) of [filters, size] float tensors.
+  """
+  center_freqs = kernel[:, 0:1]
+  sigmas = kernel[:, 1:2]
+  t = _centered_time(size)[None, :]
+  envelope = ops.exp(-ops.square(t) / (2. * ops.square(sigmas)))
+  envelope = envelope / (math.sqrt(2. * math.pi) * sigmas)
+  phase = center_freqs * t
+  return envelope * ops.cos(phase), envelope * ops.sin(phase)
+
+
+def gabor_impulse_response(t, center, fwhm):
+  """Complex Gabor impulse responses at times `t` (Eq. 4 of the paper).
+
+  Args:
+    t: [size] float tensor of sample times.
+    center: [filters] center frequencies in radians per sample.
+    fwhm: [filters] inverse bandwidths sigma, in samples (named as in the
+      original release).
+
+  Returns:
+    A complex64 tensor of shape [filters, size].
+  """
+  t = ops.convert_to_tensor(t, 'float32')[None, :]
+  center = ops.convert_to_tensor(center, 'float32')[:, None]
+  sigma = ops.convert_to_tensor(fwhm, 'float32')[:, None]
+  envelope = ops.exp(-ops.square(t) / (2. * ops.square(sigma)))
+  envelope = envelope / (math.sqrt(2. * math.pi) * sigma)
+  return tf.complex(envelope * ops.cos(center * t),
+                    envelope * ops.sin(center * t))
+
+
+def gabor_filters(kernel, size: int = 401):
+  """Complex Gabor filters from their parameters.
+
+  Args:
+    kernel: [filters, 2] (center frequency, sigma) as in `gabor_real_imag`.
+    size: number of taps.
+
+  Returns:
+    A complex64 tensor of shape [filters, size].
+  """
+  real, imag = gabor_real_imag(kernel, size)
+  return tf.complex(real, imag)
+
+
+def sinc_impulse_response(t, frequency):
+  """`sin(2 pi f t) / (2 pi f t)`, undefined at t = 0 (callers skip it).
+
+  Args:
+    t: times in seconds, broadcastable with `frequency`.
+    frequency: cutoff frequencies in Hz.
+
+  Returns:
+    The elementwise sinc values.
+  """
+  argument = 2. * math.pi * frequency * t
+  return ops.sin(argument) / argument
+
+
+def sinc_filters(cutoff_freq_low, cutoff_freq_high, size: int = 401,
+                 sample_rate: int = 16000):
+  """Band-pass sinc filters, each scaled to a peak of 1.
+
+  A band-pass is the difference of two ideal low-passes,
+  `2 f2 sinc(2 pi f2 t) - 2 f1 sinc(2 pi f1 t)`, with the value `2 (f2 - f1)`
+  at t = 0.
+
+  Args:
+    cutoff_freq_low: [1, filters] lower cutoff frequencies in Hz.
+    cutoff_freq_high: [1, filters] upper cutoff frequencies in Hz.
+    size: odd number of taps.
+    sample_rate: sampling rate in Hz.
+
+  Returns:
+    A [size, filters] float tensor.
+  """
+  if size % 2 != 1:
+    raise ValueError(f'sinc filters need an odd size, got {size}.')
+  half = size // 2
+  left_t = ops.arange(-half, 0, dtype='float32')[:, None] / sample_rate
+  right_t = ops.arange(1, half + 1, dtype='float32')[:, None] / sample_rate
+
+  def lowpass(cutoff):
+    left = 2. * cutoff * sinc_impulse_response(left_t, cutoff)
+    right = 2. * cutoff * sinc_impulse_response(right_t, cutoff)
+    return ops.concatenate([left, 2. * cutoff, right], axis=0)
+
+  band_pass = lowpass(cutoff_freq_high) - lowpass(cutoff_freq_low)
+  return band_pass / ops.max(band_pass, axis=0, keepdims=True)
+
+
+def gaussian_lowpass(sigma, filter_size: int):
+  """Gaussian pooling windows (Eq. 5 of the paper, peak normalized to 1).
+
+  `w[t] = exp(-0.5 ((t - (W - 1) / 2) / (sigma (W - 1) / 2))^2)` for
+  t = 0 .. W - 1, with sigma clipped to [2 / W, 0.5].
+
+  Args:
+    sigma: [1, 1, channels, 1] widths, relative to half the window.
+    filter_size: W, the number of taps.
+
+  Returns:
+    A [1, filter_size, channels, 1] float tensor.
+  """
+  sigma = ops.clip(sigma, 2. / filter_size, 0.5)
+  t = ops.reshape(ops.arange(filter_size, dtype='float32'),
+                  (1, filter_size, 1, 1))
+  half_width = 0.5 * (filter_size - 1)
+  return ops.exp(-0.5 * ops.square((t - half_width) / (sigma * half_width)))

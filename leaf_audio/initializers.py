@@ -1,0 +1,163 @@
+"""Keras initializers for the layers of the learnable frontends."""
+
+import gin
+import keras
+import numpy as np
+
+from leaf_audio import melfilters
+from leaf_audio import utils
+
+gin.external_configurable(keras.initializers.Constant,
+                          module='tf.keras.initializers')
+
+
+@utils.register
+class PreempInit(keras.initializers.Initializer):
+  """Initializes a 2-tap pre-emphasis filter, `y[n] = x[n] - alpha x[n-1]`.
+
+  Args:
+    alpha: pre-emphasis coefficient, in (0, 1); larger boosts high frequencies
+      more.
+
+  Example:
+    >>> PreempInit()((2, 1, 1))[:, 0, 0]  # [-0.97, 1.]
+  """
+
+  def __init__(self, alpha: float = 0.97):
+    self.alpha = alpha
+
+  def __call__(self, shape, dtype=None):
+    if tuple(shape) != (2, 1, 1):
+      raise ValueError(
+          f'PreempInit initializes a kernel of shape (2, 1, 1), got {shape}.')
+    kernel = np.array([-self.alpha, 1.], dtype=np.float32).reshape(shape)
+    return keras.ops.convert_to_tensor(kernel, dtype=dtype or 'float32')
+
+  def get_config(self):
+    return {'alpha': self.alpha}
+
+
+@utils.register
+class GaborInit(keras.initializers.Initializer):
+  """Initializes Gabor filters that match a mel filterbank.
+
+  For a kernel of shape [n_filters, 2] (a `GaborConv1D`), returns the Gabor
+  parameters (center frequency in radians per sample, sigma in samples) of
+  `melfilters.Gabor`. For a kernel of shape [window_len, 1, 2 * n_filters] (a
+  plain `Conv1D`, as in TD-filterbanks), returns the filters themselves, with
+  real and imaginary parts interleaved along the last axis.
+
+  Args:
+    **kwargs: arguments of `melfilters.Gabor` (e.g. `sample_rate`, `min_freq`,
+      `max_freq`, `n_fft`); `n_filters` and `window_len` are taken from the
+      shape.
+
+  Example:
+    >>> GaborInit(min_freq=60., max_freq=7800.)((40, 2)).shape
+    TensorShape([40, 2])
+  """
+
+  def __init__(self, **kwargs):
+    kwargs.pop('n_filters', None)
+    kwargs.pop('window_len', None)
+    self._kwargs = kwargs
+
+  def __call__(self, shape, dtype=None):
+    dtype = dtype or 'float32'
+    if len(shape) == 2:
+      if shape[1] != 2:
+        raise ValueError(
+            f'GaborInit expects a [n_filters, 2] kernel, got shape {shape}.')
+      gabor = melfilters.Gabor(n_filters=shape[0], **self._kwargs)
+      return keras.ops.convert_to_tensor(gabor.gabor_params_from_mels, dtype)
+    if len(shape) != 3 or shape[1] != 1 or shape[2] % 2:
+      raise ValueError(
+          'GaborInit expects a [n_filters, 2] or a [window_len, 1, '
+          f'2 * n_filters] kernel, got shape {shape}.')
+    gabor = melfilters.Gabor(n_filters=shape[2] // 2, window_len=shape[0],
+                             **self._kwargs)
+    filters = np.asarray(gabor.gabor_filters)  # [n_filters, window_len]
+    interleaved = np.stack([filters.real, filters.imag], axis=1)
+    interleaved = interleaved.reshape(shape[2], shape[0])  # re0, im0, re1, ..
+    kernel = interleaved.T[:, None, :]
+    return keras.ops.convert_to_tensor(kernel.astype(np.float32), dtype)
+
+  def get_config(self):
+    return dict(self._kwargs)
+
+
+@utils.register
+class SincInit(keras.initializers.Initializer):
+  """Initializes sinc band-pass filters with mel-spaced edges.
+
+  The band edges are evenly spaced on the mel scale from `min_low_hz` to
+  `sample_rate / 2 - (min_low_hz + min_band_hz)`. The kernel's column 0 is
+  each filter's lower edge in Hz, column 1 its width in Hz.
+
+  Args:
+    sample_rate: sampling rate, in Hz.
+    min_low_hz: lowest lower cutoff frequency, in Hz.
+    min_band_hz: smallest band width, in Hz.
+  """
+
+  def __init__(self, sample_rate: int = 16000, min_low_hz: float = 50.,
+               min_band_hz: float = 50.):
+    self._sample_rate = sample_rate
+    self._min_low_hz = min_low_hz
+    self._min_band_hz = min_band_hz
+
+  def __call__(self, shape, dtype=None):
+    if len(shape) != 2 or shape[1] != 2:
+      raise ValueError(
+          f'SincInit expects a [n_filters, 2] kernel, got shape {shape}.')
+    high_hz = 0.5 * self._sample_rate - (self._min_low_hz + self._min_band_hz)
+    edges_mel = np.linspace(utils.hz2mel(self._min_low_hz),
+                            utils.hz2mel(high_hz), shape[0] + 1)
+    edges_hz = utils.mel2hz(edges_mel)
+    kernel = np.stack([edges_hz[:-1], np.diff(edges_hz)], axis=1)
+    return keras.ops.convert_to_tensor(kernel.astype(np.float32),
+                                       dtype or 'float32')
+
+  def get_config(self):
+    return {'sample_rate': self._sample_rate, 'min_low_hz': self._min_low_hz,
+            'min_band_hz': self._min_band_hz}
+
+
+@utils.register
+class LowpassInit(keras.initializers.Initializer):
+  """Initializes a pooling kernel with a fixed window in every channel.
+
+  Args:
+    sample_rate: sampling rate, in Hz.
+    window_len: window length in ms; the window has
+      `int(sample_rate * window_len // 1000 + 1)` taps.
+    window_type: a `utils.WindowType` (or its name).
+
+  The kernel may be [taps, 1, channels] or [1, taps, channels, 1].
+  """
+
+  def __init__(self, sample_rate: int = 16000, window_len: float = 25.,
+               window_type=utils.WindowType.SQUARED_HANNING):
+    if isinstance(window_type, str):
+      window_type = utils.WindowType[window_type]
+    self.sample_rate = sample_rate
+    self.window_len = window_len
+    self.window_type = window_type
+
+  def __call__(self, shape, dtype=None):
+    taps = int(self.sample_rate * self.window_len // 1000 + 1)
+    lowpass = utils.window(self.window_type, taps).astype(np.float32)
+    if len(shape) == 3 and shape[0] == taps and shape[1] == 1:
+      kernel = np.tile(lowpass[:, None, None], (1, 1, shape[2]))
+    elif len(shape) == 4 and shape[0] == 1 and shape[1] == taps and (
+        shape[3] == 1):
+      kernel = np.tile(lowpass[None, :, None, None], (1, 1, shape[2], 1))
+    else:
+      raise ValueError(
+          f'LowpassInit expects a [{taps}, 1, channels] or [1, {taps}, '
+          f'channels, 1] kernel, got shape {shape}.')
+    return keras.ops.convert_to_tensor(kernel, dtype or 'float32')
+
+  def get_config(self):
+    return {'sample_rate': self.sample_rate, 'window_len': self.window_len,
+            'window_type': self.window_type.name}

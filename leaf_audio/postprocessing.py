@@ -1,0 +1,356 @@
+"""Compression, normalization and augmentation of time-frequency features."""
+
+import gin
+import keras
+from keras import ops
+
+from leaf_audio import utils
+
+
+def _linear_recurrence(decays, inputs, axis=1):
+  """Solves y_t = decays_t * y_{t-1} + inputs_t (y_{-1} = 0) in parallel.
+
+  Uses an associative scan, O(log T) deep, instead of a loop over time: the
+  pair (a, b) stands for y -> a * y + b, and two steps compose into
+  (a1 a2, a2 b1 + b2).
+
+  Args:
+    decays: tensor broadcastable to `inputs`.
+    inputs: tensor with time along `axis`.
+    axis: the time axis.
+
+  Returns:
+    A pair (prod_decays, outputs): the running product of the decays and the
+    solution y, both shaped like `inputs`.
+  """
+
+  def compose(earlier, later):
+    decay_1, value_1 = earlier
+    decay_2, value_2 = later
+    return decay_1 * decay_2, decay_2 * value_1 + value_2
+
+  decays = ops.broadcast_to(decays, ops.shape(inputs))
+  return ops.associative_scan(compose, (decays, inputs), axis=axis)
+
+
+@utils.register
+class ExponentialMovingAverage(keras.layers.Layer):
+  """Exponential moving average along time, with a learnable coefficient.
+
+  `M_t = s x_t + (1 - s) M_{t-1}`, with `M_{-1}` the initial state and s
+  clipped to [0, 1]. Computed with a parallel scan, not a loop over time.
+
+  Args:
+    coeff_init: initial smoothing coefficient s.
+    per_channel: one coefficient per channel (weight shape [channels]) or one
+      shared coefficient (shape [1]).
+    trainable: whether s is learned.
+    name: layer name.
+
+  Call arguments:
+    inputs: [batch, time, channels].
+    initial_state: [batch, channels], the state before the first frame.
+
+  Returns:
+    [batch, time, channels], the smoothed inputs.
+  """
+
+  def __init__(self, coeff_init=0.04, per_channel=False, trainable=False,
+               name='EMA', **kwargs):
+    super().__init__(name=name, trainable=trainable, **kwargs)
+    if not 0. <= float(coeff_init) <= 1.:
+      raise ValueError(f'coeff_init must be in [0, 1], got {coeff_init}.')
+    self.coeff_init = float(coeff_init)
+    self.per_channel = per_channel
+
+  def build(self, input_shape, initial_state_shape=None):
+    self.smooth = self.add_weight(
+        name='smooth',
+        shape=(input_shape[-1],) if self.per_channel else (1,),
+        initializer=keras.initializers.Constant(self.coeff_init))
+
+  def call(self, inputs, initial_state):
+    smooth = ops.clip(self.smooth, 0., 1.)
+    prod_decays, smoothed = _linear_recurrence(1. - smooth, smooth * inputs)
+    return smoothed + prod_decays * initial_state[:, None, :]
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({'coeff_init': self.coeff_init,
+                   'per_channel': self.per_channel})
+    return config
+
+
+@utils.register
+class PCENLayer(keras.layers.Layer):
+  """Per-Channel Energy Normalization, with learnable smoothing (sPCEN).
+
+  Eq. 6 of the paper, with M the EMA of the input over time started at its
+  first frame:
+  `PCEN(x) = (x / (floor + M)^alpha + delta)^(1/r) - delta^(1/r)`,
+  where alpha is clipped to at most 1 and r = root to at least 1.
+
+  Args:
+    alpha: initial exponent of the EMA normalizer.
+    smooth_coef: initial EMA smoothing coefficient s.
+    delta: initial offset added before the root compression.
+    root: initial r, the compression is a 1/r power.
+    floor: small constant added to the EMA.
+    trainable: whether alpha, delta and root are learned.
+    learn_smooth_coef: whether s is learned (sPCEN).
+    per_channel_smooth_coef: one s per channel instead of one shared.
+    name: layer name.
+
+  Call arguments:
+    inputs: [batch, time, channels] non-negative energies.
+
+  Returns:
+    [batch, time, channels].
+
+  Weights, in order: alpha, delta, root [channels], then the EMA's smooth
+  ([channels] or [1]).
+
+  Example:
+    >>> pcen = PCENLayer(trainable=True, learn_smooth_coef=True,
+    ...                  per_channel_smooth_coef=True)
+    >>> pcen(np.ones((2, 100, 40), 'float32')).shape
+    TensorShape([2, 100, 40])
+  """
+
+  def __init__(self, alpha=0.96, smooth_coef=0.04, delta=2.0, root=2.0,
+               floor=1e-6, trainable=False, learn_smooth_coef=False,
+               per_channel_smooth_coef=False, name='PCEN', **kwargs):
+    super().__init__(name=name, trainable=trainable, **kwargs)
+    if floor <= 0:
+      raise ValueError(f'floor must be positive, got {floor}.')
+    self.alpha_init = alpha
+    self.smooth_coef = smooth_coef
+    self.delta_init = delta
+    self.root_init = root
+    self.floor = floor
+    self.learn_smooth_coef = learn_smooth_coef
+    self.per_channel_smooth_coef = per_channel_smooth_coef
+    self.ema = ExponentialMovingAverage(
+        coeff_init=smooth_coef, per_channel=per_channel_smooth_coef,
+        trainable=learn_smooth_coef)
+
+  def build(self, input_shape):
+    channels = input_shape[-1]
+
+    def constant_weight(name, value):
+      return self.add_weight(
+          name=name, shape=(channels,),
+          initializer=keras.initializers.Constant(value),
+          trainable=self.trainable)
+
+    self.alpha = constant_weight('alpha', self.alpha_init)
+    self.delta = constant_weight('delta', self.delta_init)
+    self.root = constant_weight('root', self.root_init)
+    self.ema.build(input_shape)
+
+  def call(self, inputs):
+    alpha = ops.minimum(self.alpha, 1.)
+    one_over_root = 1. / ops.maximum(self.root, 1.)
+    smoother = self.ema(inputs, initial_state=inputs[:, 0, :])
+    normalized = inputs / ops.power(self.floor + smoother, alpha)
+    return (ops.power(normalized + self.delta, one_over_root) -
+            ops.power(self.delta, one_over_root))
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        'alpha': self.alpha_init,
+        'smooth_coef': self.smooth_coef,
+        'delta': self.delta_init,
+        'root': self.root_init,
+        'floor': self.floor,
+        'learn_smooth_coef': self.learn_smooth_coef,
+        'per_channel_smooth_coef': self.per_channel_smooth_coef,
+    })
+    return config
+
+
+@utils.register
+class MeanVarianceNormalization(keras.layers.Layer):
+  """Instance normalization over time, per example and channel.
+
+  `y = gamma * (x - mean_t(x)) / sqrt(var_t(x) + epsilon) + beta`, with a
+  learnable gamma and beta per channel (the original used
+  tensorflow-addons' InstanceNormalization(axis=2)).
+
+  Args:
+    epsilon: added to the variance.
+    name: layer name.
+
+  Call arguments:
+    inputs: [batch, time, channels].
+
+  Returns:
+    [batch, time, channels].
+  """
+
+  def __init__(self, epsilon=1e-6, name='tfbanks_instancenorm', **kwargs):
+    super().__init__(name=name, **kwargs)
+    self.epsilon = epsilon
+
+  def build(self, input_shape):
+    channels = input_shape[-1]
+    self.gamma = self.add_weight(name='gamma', shape=(channels,),
+                                 initializer='ones')
+    self.beta = self.add_weight(name='beta', shape=(channels,),
+                                initializer='zeros')
+
+  def call(self, inputs):
+    mean, variance = ops.moments(inputs, axes=[1], keepdims=True)
+    normalized = (inputs - mean) * ops.rsqrt(variance + self.epsilon)
+    return self.gamma * normalized + self.beta
+
+  def get_config(self):
+    config = super().get_config()
+    config['epsilon'] = self.epsilon
+    return config
+
+
+@utils.register
+class SpecAugment(keras.layers.Layer):
+  """SpecAugment (Park et al., 2019): time warp, frequency and time masks.
+
+  Applied only when called with `training=True`; otherwise the identity.
+  Each example gets its own random warp and masks:
+  - time warp: the frame at a random anchor moves by up to
+    `min(time_warp_max_frames, time_warp_max_ratio * frames)` frames, and the
+    two sides are stretched linearly to follow (linear interpolation);
+  - `freq_mask_count` masks of up to `freq_mask_max_bins` consecutive
+    channels set to 0;
+  - `time_mask_count` masks of up to
+    `min(time_mask_max_frames, time_mask_max_ratio * frames)` consecutive
+    frames set to 0.
+
+  Args:
+    freq_mask_max_bins: widest frequency mask, in channels.
+    freq_mask_count: number of frequency masks.
+    time_mask_max_frames: widest time mask, in frames.
+    time_mask_count: number of time masks.
+    time_mask_max_ratio: widest time mask as a fraction of the frames.
+    time_warp_max_frames: largest time warp, in frames.
+    time_warp_max_ratio: largest time warp as a fraction of the frames.
+    seed: optional seed of the random draws.
+    name: layer name.
+
+  Call arguments:
+    inputs: [batch, frames, channels].
+    training: whether to augment.
+
+  Returns:
+    [batch, frames, channels].
+  """
+
+  def __init__(self, freq_mask_max_bins=10, freq_mask_count=2,
+               time_mask_max_frames=10, time_mask_count=2,
+               time_mask_max_ratio=1.0, time_warp_max_frames=8,
+               time_warp_max_ratio=1.0, seed=None, name='SpecAugment',
+               **kwargs):
+    super().__init__(name=name, **kwargs)
+    for arg, value in [('freq_mask_max_bins', freq_mask_max_bins),
+                       ('freq_mask_count', freq_mask_count),
+                       ('time_mask_max_frames', time_mask_max_frames),
+                       ('time_mask_count', time_mask_count),
+                       ('time_warp_max_frames', time_warp_max_frames)]:
+      if value < 0:
+        raise ValueError(f'{arg} must be >= 0, got {value}.')
+    for arg, value in [('time_mask_max_ratio', time_mask_max_ratio),
+                       ('time_warp_max_ratio', time_warp_max_ratio)]:
+      if not 0. <= value <= 1.:
+        raise ValueError(f'{arg} must be in [0, 1], got {value}.')
+    self.freq_mask_max_bins = freq_mask_max_bins
+    self.freq_mask_count = freq_mask_count
+    self.time_mask_max_frames = time_mask_max_frames
+    self.time_mask_count = time_mask_count
+    self.time_mask_max_ratio = time_mask_max_ratio
+    self.time_warp_max_frames = time_warp_max_frames
+    self.time_warp_max_ratio = time_warp_max_ratio
+    self.seed = seed
+    self._seed_generator = keras.random.SeedGenerator(seed)
+
+  def _uniform_int(self, shape, maxval_exclusive):
+    """Integers uniform in [0, maxval_exclusive), maxval may be a tensor."""
+    draws = keras.random.uniform(shape, seed=self._seed_generator)
+    return ops.cast(ops.floor(draws * ops.cast(maxval_exclusive, 'float32')),
+                    'int32')
+
+  def _masks(self, batch, length, max_width, count):
+    """A [batch, length] float mask: 0 inside `count` random spans, 1 out."""
+    positions = ops.arange(length)[None, :]
+    keep = ops.ones((batch, length), 'float32')
+    for _ in range(count):
+      widths = self._uniform_int((batch, 1), max_width + 1)
+      starts = self._uniform_int((batch, 1), length - widths + 1)
+      inside = ops.logical_and(positions >= starts, positions < starts + widths)
+      keep = keep * (1. - ops.cast(inside, 'float32'))
+    return keep
+
+  def _time_warp(self, inputs, frames):
+    """Warps time piecewise-linearly around a random anchor per example."""
+    batch = ops.shape(inputs)[0]
+    frames_f = ops.cast(frames, 'float32')
+    bound = ops.minimum(
+        float(self.time_warp_max_frames),
+        ops.floor(self.time_warp_max_ratio * frames_f))
+    # The anchor stays off the ends so that both sides keep some length.
+    bound = ops.minimum(bound, ops.floor((frames_f - 1.) / 2.))
+    bound = ops.maximum(bound, 0.)
+    uniform = lambda: keras.random.uniform((batch, 1),
+                                           seed=self._seed_generator)
+    anchor = bound + ops.floor(uniform() * (frames_f - 2. * bound))
+    target = anchor + ops.floor(uniform() * (2. * bound + 1.)) - bound
+    target = ops.clip(target, 1., ops.maximum(frames_f - 2., 1.))
+    anchor = ops.clip(anchor, 1., ops.maximum(frames_f - 2., 1.))
+    out_t = ops.cast(ops.arange(frames), 'float32')[None, :]
+    last = frames_f - 1.
+    source_t = ops.where(
+        out_t <= target, out_t * anchor / target,
+        anchor + (out_t - target) * (last - anchor) /
+        ops.maximum(last - target, 1.))
+    source_t = ops.clip(source_t, 0., ops.maximum(last, 0.))
+    lower = ops.cast(ops.floor(source_t), 'int32')
+    upper = ops.minimum(lower + 1, frames - 1)
+    frac = (source_t - ops.cast(lower, 'float32'))[:, :, None]
+    below = ops.take_along_axis(inputs, lower[:, :, None], axis=1)
+    above = ops.take_along_axis(inputs, upper[:, :, None], axis=1)
+    warped = below * (1. - frac) + above * frac
+    return ops.where(bound > 0., warped, inputs)
+
+  def call(self, inputs, training=False):
+    if not training:
+      return inputs
+    shape = ops.shape(inputs)
+    batch, frames, channels = shape[0], shape[1], shape[2]
+    outputs = inputs
+    if self.time_warp_max_frames > 0 and self.time_warp_max_ratio > 0:
+      outputs = self._time_warp(outputs, frames)
+    if self.freq_mask_count:
+      max_bins = ops.minimum(self.freq_mask_max_bins, channels)
+      outputs = outputs * self._masks(batch, channels, max_bins,
+                                      self.freq_mask_count)[:, None, :]
+    if self.time_mask_count:
+      max_frames = ops.minimum(
+          self.time_mask_max_frames,
+          ops.cast(ops.floor(self.time_mask_max_ratio *
+                             ops.cast(frames, 'float32')), 'int32'))
+      outputs = outputs * self._masks(batch, frames, max_frames,
+                                      self.time_mask_count)[:, :, None]
+    return outputs
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        'freq_mask_max_bins': self.freq_mask_max_bins,
+        'freq_mask_count': self.freq_mask_count,
+        'time_mask_max_frames': self.time_mask_max_frames,
+        'time_mask_count': self.time_mask_count,
+        'time_mask_max_ratio': self.time_mask_max_ratio,
+        'time_warp_max_frames': self.time_warp_max_frames,
+        'time_warp_max_ratio': self.time_warp_max_ratio,
+        'seed': self.seed,
+    })
+    return config
