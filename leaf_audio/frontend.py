@@ -25,8 +25,8 @@ from leaf_audio import postprocessing
 from leaf_audio import utils
 
 
-@gin.configurable
 @keras.saving.register_keras_serializable(package='leaf_audio')
+@gin.configurable
 def log_compression(inputs, log_offset: float = 1e-5):
   """`log(inputs + log_offset)`, the compression of mel-filterbanks."""
   return ops.log(inputs + log_offset)

@@ -7,30 +7,60 @@ from keras import ops
 from leaf_audio import utils
 
 
-def _linear_recurrence(decays, inputs, axis=1):
-  """Solves y_t = decays_t * y_{t-1} + inputs_t (y_{-1} = 0) in parallel.
+def _smooth(inputs, smooth, initial_state):
+  """Exact EMA `M_t = s x_t + (1 - s) M_{t-1}` without a loop over time.
 
-  Uses an associative scan, O(log T) deep, instead of a loop over time: the
-  pair (a, b) stands for y -> a * y + b, and two steps compose into
-  (a1 a2, a2 b1 + b2).
+  Time is cut into n chunks of L = ceil(sqrt(T)) frames. Within a chunk the
+  EMA started from 0 is a product with the lower-triangular matrix
+  `s (1 - s)^(j - i)`; the state carried from chunk to chunk is itself an EMA
+  of the chunks' last values, with decay `(1 - s)^L`, solved with an n x n
+  triangular matrix. Both matrices hold about T entries per channel, so the
+  cost is O(T sqrt(T)) multiply-adds per channel, all in parallel, and it works
+  for any T, known or not when the graph is built.
 
   Args:
-    decays: tensor broadcastable to `inputs`.
-    inputs: tensor with time along `axis`.
-    axis: the time axis.
+    inputs: [batch, time, channels].
+    smooth: [channels] or [1], the coefficients s, in [0, 1].
+    initial_state: [batch, channels], M_{-1}.
 
   Returns:
-    A pair (prod_decays, outputs): the running product of the decays and the
-    solution y, both shaped like `inputs`.
+    [batch, time, channels], the EMA M.
   """
+  shape = ops.shape(inputs)
+  batch, frames, channels = shape[0], shape[1], shape[2]
+  chunk = ops.cast(ops.ceil(ops.sqrt(ops.cast(frames, 'float32'))), 'int32')
+  chunks = (frames + chunk - 1) // chunk
+  padded = ops.pad(inputs, [[0, 0], [0, chunks * chunk - frames], [0, 0]])
+  padded = ops.reshape(padded, (batch, chunks, chunk, channels))
+  # (1 - s) kept above 0 so that its powers have finite gradients at s = 1.
+  decay = ops.broadcast_to(ops.maximum(1. - smooth, 1e-30), (channels,))
 
-  def compose(earlier, later):
-    decay_1, value_1 = earlier
-    decay_2, value_2 = later
-    return decay_1 * decay_2, decay_2 * value_1 + value_2
+  def decay_powers(size, step=1.):
+    """[channels, size, size]: decay^(step * (row - col)) below the diagonal."""
+    index = ops.cast(ops.arange(size), 'float32')
+    lags = index[:, None] - index[None, :]
+    powers = ops.power(decay[:, None, None], step * ops.maximum(lags, 0.))
+    return powers * ops.cast(lags >= 0., 'float32')
 
-  decays = ops.broadcast_to(decays, ops.shape(inputs))
-  return ops.associative_scan(compose, (decays, inputs), axis=axis)
+  # Eq. 6's smoother within each chunk, started from 0.
+  within = ops.einsum('cji,bnic->bnjc', decay_powers(chunk),
+                      smooth * padded)
+  # State at the end of every chunk: an EMA over chunks of their last values.
+  chunk_ends = within[:, :, -1, :]  # [batch, chunks, channels]
+  chunk_decay = ops.power(decay, ops.cast(chunk, 'float32'))
+  ends = ops.einsum('cmk,bkc->bmc',
+                    decay_powers(chunks, ops.cast(chunk, 'float32')),
+                    chunk_ends)
+  chunk_index = ops.cast(ops.arange(chunks), 'float32')[None, :, None]
+  ends = ends + ops.power(chunk_decay, chunk_index + 1.) * (
+      initial_state[:, None, :])
+  previous = ops.concatenate([initial_state[:, None, :], ends[:, :-1, :]],
+                             axis=1)  # state entering each chunk
+  step_in_chunk = ops.cast(ops.arange(chunk), 'float32')[None, None, :, None]
+  smoothed = within + ops.power(decay, step_in_chunk + 1.) * (
+      previous[:, :, None, :])
+  smoothed = ops.reshape(smoothed, (batch, chunks * chunk, channels))
+  return smoothed[:, :frames, :]
 
 
 @utils.register
@@ -38,7 +68,8 @@ class ExponentialMovingAverage(keras.layers.Layer):
   """Exponential moving average along time, with a learnable coefficient.
 
   `M_t = s x_t + (1 - s) M_{t-1}`, with `M_{-1}` the initial state and s
-  clipped to [0, 1]. Computed with a parallel scan, not a loop over time.
+  clipped to [0, 1]. Computed in parallel over time (see `_smooth`), not
+  with a loop over frames.
 
   Args:
     coeff_init: initial smoothing coefficient s.
@@ -70,9 +101,7 @@ class ExponentialMovingAverage(keras.layers.Layer):
         initializer=keras.initializers.Constant(self.coeff_init))
 
   def call(self, inputs, initial_state):
-    smooth = ops.clip(self.smooth, 0., 1.)
-    prod_decays, smoothed = _linear_recurrence(1. - smooth, smooth * inputs)
-    return smoothed + prod_decays * initial_state[:, None, :]
+    return _smooth(inputs, ops.clip(self.smooth, 0., 1.), initial_state)
 
   def get_config(self):
     config = super().get_config()
