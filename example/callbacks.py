@@ -1,0 +1,140 @@
+"""Callbacks that make a run last: resumable state, best model, logs.
+
+Every file is written under a temporary name and renamed into place, so a
+run killed at any instant (even by SIGKILL) leaves either the previous or
+the new state on disk, never a torn one.
+"""
+
+import json
+import os
+from typing import Dict, Optional, Sequence
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+
+def _write_json(path: str, content: Dict) -> None:
+  """Writes JSON atomically (temporary file, then rename)."""
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(content, f, indent=2)
+  os.replace(tmp, path)
+
+
+def _save_weights(model: keras.Model, path: str) -> None:
+  """Saves weights (with the optimizer's state) atomically to `path`."""
+  tmp = path.replace('.weights.h5', '.tmp.weights.h5')
+  model.save_weights(tmp)
+  os.replace(tmp, path)
+
+
+def read_json(path: str) -> Optional[Dict]:
+  """The JSON content of `path`, or None when there is no such file."""
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+class TrainingState(keras.callbacks.Callback):
+  """Saves the whole training state after every epoch, to resume from.
+
+  The state is the model's and the optimizer's variables, in
+  `epoch_<n>.weights.h5`, and `state.json` naming that file with the number
+  of epochs done; `state.json` is replaced last, so it always names a
+  complete file.
+  """
+
+  def __init__(self, directory: str):
+    super().__init__()
+    self._directory = directory
+    self._state_path = os.path.join(directory, 'state.json')
+
+  def restore(self, model: keras.Model) -> int:
+    """Loads the last saved state into a built, compiled model.
+
+    Returns:
+      the number of epochs already done (0 when starting afresh).
+    """
+    state = read_json(self._state_path)
+    if state is None:
+      return 0
+    if not model.optimizer.built:
+      model.optimizer.build(model.trainable_variables)
+    model.load_weights(os.path.join(self._directory, state['weights']))
+    logging.info('Resuming after epoch %d (optimizer step %d) from %s.',
+                 state['epoch'], state['iterations'], self._directory)
+    return state['epoch']
+
+  def on_epoch_end(self, epoch: int, logs=None) -> None:
+    os.makedirs(self._directory, exist_ok=True)
+    name = f'epoch_{epoch + 1:05d}.weights.h5'
+    _save_weights(self.model, os.path.join(self._directory, name))
+    _write_json(self._state_path, {
+        'epoch': epoch + 1, 'weights': name,
+        'iterations': int(self.model.optimizer.iterations.numpy())})
+    for old in os.listdir(self._directory):
+      if old.startswith('epoch_') and old != name:
+        os.remove(os.path.join(self._directory, old))
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+  """Keeps the weights of the epoch with the best validation score.
+
+  The score is the mean of `monitor` logs (e.g. every task's validation
+  accuracy), higher is better; it is added to the logs as `val_score`. The
+  best score so far lives in `best.json`, so it survives a restart.
+  """
+
+  def __init__(self, directory: str, monitor: Sequence[str]):
+    super().__init__()
+    self._directory = directory
+    self._monitor = list(monitor)
+    self.weights_path = os.path.join(directory, 'best.weights.h5')
+    self._info_path = os.path.join(directory, 'best.json')
+    best = read_json(self._info_path)
+    self.best = best['score'] if best else -np.inf
+
+  def on_epoch_end(self, epoch: int, logs=None) -> None:
+    missing = [k for k in self._monitor if k not in logs]
+    if missing:
+      raise KeyError(f'validation logs lack {missing}; got {sorted(logs)}')
+    score = float(np.mean([logs[k] for k in self._monitor]))
+    logs['val_score'] = score
+    if score > self.best:
+      os.makedirs(self._directory, exist_ok=True)
+      _save_weights(self.model, self.weights_path)
+      _write_json(self._info_path, {'epoch': epoch + 1, 'score': score,
+                                    'monitor': self._monitor})
+      logging.info('Epoch %d: validation score %.4f (best so far), saved.',
+                   epoch + 1, score)
+      self.best = score
+
+
+class ScalarSummaries(keras.callbacks.Callback):
+  """Writes every epoch's logs as TensorBoard scalars (train/ and val/).
+
+  Written with `tf.summary.write` and the scalars plugin's metadata, which
+  needs no `tensorboard` package at training time.
+  """
+
+  def __init__(self, log_dir: str):
+    super().__init__()
+    self._writers = {
+        kind: tf.summary.create_file_writer(os.path.join(log_dir, kind))
+        for kind in ('train', 'validation')}
+    self._metadata = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(
+            plugin_name='scalars'))
+
+  def on_epoch_end(self, epoch: int, logs=None) -> None:
+    for key, value in (logs or {}).items():
+      kind = 'validation' if key.startswith('val_') else 'train'
+      with self._writers[kind].as_default():
+        tf.summary.write(key.removeprefix('val_'), float(value),
+                         step=epoch + 1, metadata=self._metadata)
+    for writer in self._writers.values():
+      writer.flush()

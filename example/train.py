@@ -1,0 +1,183 @@
+"""The training program of the paper (Section 4), configured with gin.
+
+A frontend, an encoder and one linear head per task (`AudioClassifier`),
+trained with Adam on random 1 s crops streamed from tensorflow-datasets or
+local folders, evaluated on full-length test clips (1 s windows, logits
+averaged), and exported as a SavedModel. Everything lands in `workdir`:
+
+    state/            last epoch's weights and optimizer state (resuming)
+    best.weights.h5   weights of the best validation epoch, best.json
+    tensorboard/      epoch scalars, train/ and validation/
+    metrics.json      test metrics per task
+    export/           SavedModel (serving_default) and labels.json
+    operative_config.gin
+"""
+
+import json
+import math
+import os
+import warnings
+from typing import Dict, Optional, Sequence
+
+from absl import logging
+import gin
+import keras
+import tensorflow as tf
+
+from example import callbacks
+from example import data
+from example import evaluation
+from example import export
+from example import tasks as tasks_lib
+from leaf_audio import models
+
+STRATEGIES = ('default', 'mirrored', 'multi_worker_mirrored', 'tpu')
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+  """The tf.distribute strategy called `name` (one of STRATEGIES)."""
+  if name == 'default':
+    return tf.distribute.get_strategy()
+  if name == 'mirrored':
+    return tf.distribute.MirroredStrategy()
+  if name == 'multi_worker_mirrored':
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  if name == 'tpu':
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+  raise ValueError(f'unknown strategy {name!r}; expected one of {STRATEGIES}')
+
+
+def _pipeline_transforms():
+  """The waveform transforms `data.prepare` is configured with."""
+  return tuple(gin.get_bindings(data.prepare).get(
+      'transform_fns', data.DEFAULT_TRANSFORMS))
+
+
+def _losses_and_metrics(task_names: Sequence[str], multilabel: bool):
+  """Per-task loss and (sample-weighted) validation metric."""
+  if multilabel:
+    loss = lambda: keras.losses.BinaryCrossentropy(from_logits=True)
+    metric = lambda: keras.metrics.AUC(multi_label=True, from_logits=True,
+                                       name='auc')
+  else:
+    loss = lambda: keras.losses.CategoricalCrossentropy(from_logits=True)
+    metric = lambda: keras.metrics.CategoricalAccuracy(name='accuracy')
+  return ({t: loss() for t in task_names}, {t: [metric()] for t in task_names})
+
+
+def _steps_per_epoch(train_splits: Sequence[tf.data.Dataset],
+                     batch_size: int) -> int:
+  """One pass over every task's train split, in batches."""
+  sizes = [int(s.cardinality()) for s in train_splits]
+  if min(sizes) < 0:
+    raise ValueError('the train split size is unknown; set '
+                     'train.steps_per_epoch')
+  return max(1, math.ceil(sum(sizes) / batch_size))
+
+
+def _validate(num_epochs, steps_per_epoch, learning_rate, batch_size,
+              strategy):
+  """Checks the scalar arguments before anything is read or built."""
+  if strategy not in STRATEGIES:
+    raise ValueError(f'train.strategy must be one of {STRATEGIES}, got '
+                     f'{strategy!r}')
+  for name, value in (('num_epochs', num_epochs), ('batch_size', batch_size)):
+    if not isinstance(value, int) or value < 1:
+      raise ValueError(f'train.{name} must be a positive int, got {value!r}')
+  if steps_per_epoch is not None and (not isinstance(steps_per_epoch, int)
+                                      or steps_per_epoch < 1):
+    raise ValueError('train.steps_per_epoch must be None or a positive int, '
+                     f'got {steps_per_epoch!r}')
+  if not learning_rate > 0:
+    raise ValueError(f'train.learning_rate must be > 0, got {learning_rate}')
+
+
+@gin.configurable(denylist=['verbose'])
+def train(workdir: str = '/tmp/leaf_audio',
+          dataset: str = 'speech_commands',
+          num_epochs: int = 10,
+          steps_per_epoch: Optional[int] = None,
+          learning_rate: float = 1e-4,
+          batch_size: int = 64,
+          datasets: Optional[Sequence[str]] = None,
+          multilabel: bool = False,
+          strategy: str = 'default',
+          data_dir: Optional[str] = None,
+          verbose='auto') -> Dict[str, Dict]:
+  """Trains, evaluates and exports a classifier; resumes an interrupted run.
+
+  Re-running with the same `workdir` continues after the last completed
+  epoch (a finished run only re-evaluates and re-exports).
+
+  Args:
+    workdir: where the checkpoints, logs, metrics and export go.
+    dataset: a tensorflow-datasets name (optionally ':label/path', e.g.
+      'nsynth:pitch') or a local folder of labelled clips.
+    num_epochs: number of epochs.
+    steps_per_epoch: batches per epoch; None for one pass over the train
+      split(s).
+    learning_rate: Adam's learning rate.
+    batch_size: global batch size (split across replicas).
+    datasets: several datasets for multi-task training (one head each);
+      overrides `dataset`.
+    multilabel: sigmoid cross-entropy and mAP / AUC / d' metrics.
+    strategy: tf.distribute strategy, one of STRATEGIES.
+    data_dir: tensorflow-datasets data directory (None: its default).
+    verbose: Keras `fit` verbosity (progress bars by default).
+
+  Returns:
+    the test metrics written to `workdir/metrics.json`.
+  """
+  _validate(num_epochs, steps_per_epoch, learning_rate, batch_size, strategy)
+  distribution = make_strategy(strategy)
+  tasks = tasks_lib.load_tasks(list(datasets or [dataset]), data_dir)
+  num_classes = {t.name: t.num_classes for t in tasks}
+  logging.info('Tasks (name: classes): %s', num_classes)
+  streams = data.prepare([t.splits for t in tasks], num_classes,
+                         batch_size=batch_size)
+  steps_per_epoch = steps_per_epoch or _steps_per_epoch(
+      [t.splits['train'] for t in tasks], batch_size)
+
+  with distribution.scope():
+    model = models.AudioClassifier(num_outputs=num_classes)
+    model(tf.zeros([1, data.WINDOW]))
+    losses, metrics = _losses_and_metrics(list(num_classes), multilabel)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses,
+                  weighted_metrics=metrics)
+  state = callbacks.TrainingState(os.path.join(workdir, 'state'))
+  initial_epoch = state.restore(model)
+  metric_name = 'auc' if multilabel else 'accuracy'
+  # Keras prefixes metric names with the output name only when there are
+  # several outputs.
+  monitor = ([f'val_{metric_name}'] if len(tasks) == 1 else
+             [f'val_{name}_{metric_name}' for name in num_classes])
+  best = callbacks.BestCheckpoint(workdir, monitor)
+  if initial_epoch < num_epochs:
+    with warnings.catch_warnings():
+      # The validation windows' count is unknown until read, which Keras
+      # reports as running out of data at the end of each validation pass.
+      warnings.filterwarnings('ignore', message='Your input ran out of data')
+      model.fit(streams['train'], validation_data=streams['eval'],
+                epochs=num_epochs, initial_epoch=initial_epoch,
+                steps_per_epoch=steps_per_epoch, verbose=verbose,
+                shuffle=False,
+                callbacks=[best, callbacks.ScalarSummaries(
+                    os.path.join(workdir, 'tensorboard')), state])
+  with open(os.path.join(workdir, 'operative_config.gin'), 'w') as f:
+    f.write(gin.operative_config_str())
+
+  if os.path.exists(best.weights_path):
+    model.load_weights(best.weights_path)
+  transform_fns = _pipeline_transforms()
+  results = evaluation.evaluate(model, tasks, transform_fns, batch_size,
+                                multilabel)
+  with open(os.path.join(workdir, 'metrics.json'), 'w') as f:
+    json.dump(results, f, indent=2)
+  logging.info('Test metrics: %s', results)
+  export.export(model, os.path.join(workdir, 'export'),
+                data.serving_transforms(transform_fns),
+                {t.name: t.class_names for t in tasks})
+  return results
