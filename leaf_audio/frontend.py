@@ -15,11 +15,11 @@ import importlib
 import gin
 import keras
 from keras import ops
-import numpy as np
 import tensorflow as tf
 
 from leaf_audio import convolution
 from leaf_audio import initializers
+from leaf_audio import melfilters
 from leaf_audio import pooling
 from leaf_audio import postprocessing
 from leaf_audio import utils
@@ -30,6 +30,29 @@ from leaf_audio import utils
 def log_compression(inputs, log_offset: float = 1e-5):
   """`log(inputs + log_offset)`, the compression of mel-filterbanks."""
   return ops.log(inputs + log_offset)
+
+
+def check_waveform_shape(shape, layer_name: str):
+  """Raises a ValueError unless `shape` is [batch, time] or [batch, time, 1].
+
+  Args:
+    shape: the input shape; unknown dimensions are None.
+    layer_name: name of the calling layer, for the error messages.
+  """
+  shape = tuple(shape)
+  if len(shape) not in (2, 3):
+    raise ValueError(
+        f'{layer_name} expects waveforms of shape [batch, time] or '
+        f'[batch, time, 1], got a tensor of rank {len(shape)} with shape '
+        f'{shape}.')
+  if len(shape) == 3 and shape[2] is not None and shape[2] != 1:
+    raise ValueError(
+        f'{layer_name} expects mono waveforms [batch, time, 1], got '
+        f'{shape[2]} channels (shape {shape}); mix them down or split the '
+        'channels into the batch.')
+  if shape[1] == 0:
+    raise ValueError(f'{layer_name} expects at least one sample per clip, '
+                     f'got shape {shape}.')
 
 
 def check_waveform(inputs, layer_name: str):
@@ -49,24 +72,12 @@ def check_waveform(inputs, layer_name: str):
       empty clip whose length was unknown when the graph was built.
   """
   shape = tuple(inputs.shape)
-  if len(shape) not in (2, 3):
-    raise ValueError(
-        f'{layer_name} expects waveforms of shape [batch, time] or '
-        f'[batch, time, 1], got a tensor of rank {len(shape)} with shape '
-        f'{shape}.')
-  if len(shape) == 3 and shape[2] is not None and shape[2] != 1:
-    raise ValueError(
-        f'{layer_name} expects mono waveforms [batch, time, 1], got '
-        f'{shape[2]} channels (shape {shape}); mix them down or split the '
-        'channels into the batch.')
+  check_waveform_shape(shape, layer_name)
   dtype = keras.backend.standardize_dtype(inputs.dtype)
   if not dtype.startswith(('float', 'bfloat')):
     raise ValueError(
         f'{layer_name} expects float waveforms in [-1, 1], got dtype {dtype}; '
         'scale integer PCM first, e.g. x.astype("float32") / 32768 for int16.')
-  if shape[1] == 0:
-    raise ValueError(f'{layer_name} expects at least one sample per clip, '
-                     f'got shape {shape}.')
   waveform = inputs[:, :, 0] if len(shape) == 3 else inputs
   waveform = tf.cast(waveform, tf.float32)
   if shape[1] is None:
@@ -280,6 +291,7 @@ class Leaf(keras.layers.Layer):
                           if spec_augment else None)
 
   def build(self, input_shape):
+    check_waveform_shape(input_shape, self.name)
     shape = (None, None, 1)
     if self._preemp_conv is not None:
       self._preemp_conv.build(shape)
@@ -503,10 +515,11 @@ class MelFilterbanks(keras.layers.Layer):
     if n_fft < self.window_size:
       raise ValueError(f'n_fft={n_fft} is shorter than the window '
                        f'({self.window_size} samples).')
-    self.mel_matrix = tf.signal.linear_to_mel_weight_matrix(
-        num_mel_bins=n_filters, num_spectrogram_bins=n_fft // 2 + 1,
-        sample_rate=sample_rate, lower_edge_hertz=min_freq,
-        upper_edge_hertz=self.max_freq).numpy().astype(np.float32)
+    self.mel_matrix = melfilters.mel_weight_matrix(
+        n_filters, n_fft, sample_rate, min_freq, self.max_freq)
+
+  def build(self, input_shape):
+    check_waveform_shape(input_shape, self.name)
 
   def call(self, inputs):
     waveform = check_waveform(inputs, self.name)

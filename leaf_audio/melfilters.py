@@ -7,6 +7,21 @@ import tensorflow as tf
 from leaf_audio import impulse_responses
 
 
+def mel_weight_matrix(n_filters: int, n_fft: int, sample_rate: int,
+                      min_freq: float, max_freq: float) -> np.ndarray:
+  """Triangular mel filters on an FFT grid, float32 [n_fft // 2 + 1, n_filters].
+
+  The filters of `tf.signal.linear_to_mel_weight_matrix` (HTK mel scale),
+  computed eagerly even when called while a graph is being traced, so that
+  initializers can run inside `tf.function`.
+  """
+  with tf.init_scope():
+    return tf.signal.linear_to_mel_weight_matrix(
+        num_mel_bins=n_filters, num_spectrogram_bins=n_fft // 2 + 1,
+        sample_rate=sample_rate, lower_edge_hertz=min_freq,
+        upper_edge_hertz=max_freq).numpy()
+
+
 @gin.configurable
 class Gabor:
   """Gabor filters matched to a mel filterbank (Section 3.1.2).
@@ -66,12 +81,8 @@ class Gabor:
   @property
   def mel_filters(self) -> np.ndarray:
     """The mel filterbank, float32 [n_filters, n_fft // 2 + 1]."""
-    filters = tf.signal.linear_to_mel_weight_matrix(
-        num_mel_bins=self.n_filters,
-        num_spectrogram_bins=self.n_fft // 2 + 1,
-        sample_rate=self.sample_rate,
-        lower_edge_hertz=self.min_freq,
-        upper_edge_hertz=self.max_freq).numpy().T
+    filters = mel_weight_matrix(self.n_filters, self.n_fft, self.sample_rate,
+                                self.min_freq, self.max_freq).T
     if self.normalize_energy:
       filters = filters / self._areas(filters)
     return filters.astype(np.float32)

@@ -1,6 +1,5 @@
 """Pooling layers that downsample the filterbank outputs (Section 3.2)."""
 
-import gin
 import keras
 from keras import ops
 

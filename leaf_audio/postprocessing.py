@@ -1,6 +1,5 @@
 """Compression, normalization and augmentation of time-frequency features."""
 
-import gin
 import keras
 from keras import ops
 

@@ -86,6 +86,11 @@ def register(cls):
     The same class, registered.
   """
   signature = inspect.signature(cls.__init__)
-  cls = gin.configurable(cls)
+  # Only named arguments may be bound, so that a misspelt binding fails when
+  # the gin file is parsed rather than being passed on as a keyword argument.
+  named = [name for name, param in signature.parameters.items()
+           if name != 'self' and param.kind not in (param.VAR_POSITIONAL,
+                                                    param.VAR_KEYWORD)]
+  cls = gin.configurable(cls, allowlist=named)
   cls.__init__.__signature__ = signature
   return keras.saving.register_keras_serializable(package='leaf_audio')(cls)
