@@ -78,7 +78,10 @@ def overlap_add_conv1d(inputs, filters, fft_length: int = 4096):
   spectrum_blocks = tf.signal.rfft(blocks, [fft_length])
   full = tf.signal.irfft(spectrum_blocks * spectrum_filters, [fft_length])
   full = tf.signal.overlap_and_add(full, block)  # [batch, channels, length]
-  return tf.transpose(full[:, :, pad_left:pad_left + seq_len], (0, 2, 1))
+  # full[n] = sum_k x[n - (taps - 1) + k] w[k]; 'SAME' output t reads
+  # x[t - pad_left + k], i.e. n = t + taps - 1 - pad_left.
+  start = taps - 1 - pad_left
+  return tf.transpose(full[:, :, start:start + seq_len], (0, 2, 1))
 
 
 @utils.register
