@@ -9,8 +9,6 @@ import tensorflow as tf
 from leaf_audio import frontend
 from leaf_audio import models
 
-SAMPLE_RATE = 16000
-
 
 def _waveforms(batch=2, length=8000, seed=0):
   rng = np.random.default_rng(seed)
@@ -288,6 +286,38 @@ def test_classifier_in_a_functional_model_gives_the_same_logits():
   for task in tasks:
     np.testing.assert_allclose(np.asarray(wrapped[task]),
                                np.asarray(direct[task]), rtol=1e-6)
+
+
+def test_classifier_under_xla_matches_eager():
+  model = models.AudioClassifier({'a': 4, 'b': 2}, frontend=models.WaveGram(),
+                                 encoder=models.PANN(depth=2))
+  x = _waveforms(length=12800)
+  model(x)
+  _randomize([model.encoder] + _heads(model))
+  eager = model(x)
+
+  @tf.function(jit_compile=True)
+  def compiled(inputs):
+    return model(inputs)
+
+  xla = compiled(x)
+  for task in ('a', 'b'):
+    assert np.std(eager[task]) > 1e-3
+    np.testing.assert_allclose(np.asarray(xla[task]), np.asarray(eager[task]),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_classifier_round_trips_a_plain_keras_encoder(tmp_path):
+  model = models.AudioClassifier(
+      3, frontend=frontend.MelFilterbanks(n_filters=16),
+      encoder=keras.Sequential([keras.layers.Conv2D(6, 3, activation='tanh')]))
+  x = _waveforms()
+  logits = np.asarray(model(x))
+  assert logits.shape == (2, 3)
+  model.save(str(tmp_path / 'plain.keras'))
+  loaded = keras.models.load_model(str(tmp_path / 'plain.keras'))
+  assert isinstance(loaded.encoder, keras.Sequential)
+  np.testing.assert_allclose(np.asarray(loaded(x)), logits, rtol=1e-6)
 
 
 def test_multi_head_model_fits_with_one_loss_per_task():
