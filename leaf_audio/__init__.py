@@ -9,6 +9,7 @@ from leaf_audio import frontend
 from leaf_audio import impulse_responses
 from leaf_audio import initializers
 from leaf_audio import melfilters
+from leaf_audio import models
 from leaf_audio import pooling
 from leaf_audio import postprocessing
 from leaf_audio import utils
