@@ -268,5 +268,30 @@ def prepare(splits: Sequence[Mapping[str, tf.data.Dataset]],
   validation = evals[0]
   for other in evals[1:]:
     validation = validation.concatenate(other)
+  validation = validation.batch(batch_size).map(
+      lambda x, y, w: pad_batch((x, y, w), batch_size))
   return {'train': train.prefetch(AUTOTUNE),
-          'eval': validation.batch(batch_size).prefetch(AUTOTUNE)}
+          'eval': validation.prefetch(AUTOTUNE)}
+
+
+def pad_batch(batch, batch_size: int):
+  """Pads every tensor of a (possibly short) batch with zeros to batch_size.
+
+  Padded examples have weight 0, so they change no weighted metric; full
+  batches split evenly across replicas, which distributed validation needs.
+
+  Args:
+    batch: nested structure of tensors [n, ...], n <= batch_size.
+    batch_size: wanted leading size.
+
+  Returns:
+    the same structure, every tensor [batch_size, ...].
+  """
+
+  def pad(tensor):
+    extra = batch_size - tf.shape(tensor)[0]
+    paddings = [[0, extra]] + [[0, 0]] * (len(tensor.shape) - 1)
+    padded = tf.pad(tensor, paddings)
+    return tf.ensure_shape(padded, [batch_size] + tensor.shape[1:])
+
+  return tf.nest.map_structure(pad, batch)

@@ -133,6 +133,8 @@ def train(workdir: str = '/tmp/leaf_audio',
   """
   _validate(num_epochs, steps_per_epoch, learning_rate, batch_size, strategy)
   distribution = make_strategy(strategy)
+  logging.info('Strategy %s: %d replica(s).', strategy,
+               distribution.num_replicas_in_sync)
   tasks = tasks_lib.load_tasks(list(datasets or [dataset]), data_dir)
   num_classes = {t.name: t.num_classes for t in tasks}
   logging.info('Tasks (name: classes): %s', num_classes)

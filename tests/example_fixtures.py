@@ -4,6 +4,7 @@ WAV files are written with the standard library's `wave` module, so that
 the project's own reader is checked against an independent writer.
 """
 
+import math
 import os
 import wave
 
@@ -70,3 +71,32 @@ def make_split_dataset(root, classes=None, counts=(6, 2, 2),
         files[split].append((path, label))
     files[split].sort()
   return files, names
+
+
+# References for the metrics, by definition.
+
+
+def phi_inverse(p):
+  """Inverse standard normal CDF by bisection on math.erf."""
+  low, high = -10., 10.
+  for _ in range(200):
+    mid = (low + high) / 2
+    if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < p:
+      low = mid
+    else:
+      high = mid
+  return (low + high) / 2
+
+
+def auc_pairs(scores, targets):
+  """ROC AUC as the share of (positive, negative) pairs ranked right."""
+  pos, neg = scores[targets == 1], scores[targets == 0]
+  wins = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+  return wins.mean()
+
+
+def ap_definition(scores, targets):
+  """Mean over positives of the precision at their score."""
+  pos = scores[targets == 1]
+  return np.mean([np.sum(targets[scores >= s]) / np.sum(scores >= s)
+                  for s in pos])

@@ -135,9 +135,12 @@ def test_prepare_mixes_tasks_uniformly_and_masks_other_heads():
     own_a.append(from_a.mean())
   assert np.mean(own_a) == pytest.approx(0.5, abs=0.07)
   windows = list(streams['eval'].unbatch())
-  # 1 + 3 windows of task a, then 1 window of task b.
-  assert len(windows) == 5
-  assert [w['a'].numpy() for _, _, w in windows] == [1, 1, 1, 1, 0]
+  # 1 + 3 windows of task a, 1 window of task b, then 3 padding windows of
+  # weight 0 that fill the batch of 8.
+  assert len(windows) == 8
+  assert [w['a'].numpy() for _, _, w in windows] == [1, 1, 1, 1, 0, 0, 0, 0]
+  assert [w['b'].numpy() for _, _, w in windows] == [0, 0, 0, 0, 1, 0, 0, 0]
+  np.testing.assert_array_equal(windows[7][0].numpy(), 0.)
   np.testing.assert_array_equal(windows[2][0].numpy()[:8000], 1.)
   np.testing.assert_array_equal(windows[3][0].numpy()[8000:], 0.)
   np.testing.assert_array_equal(windows[3][1]['a'].numpy(), [0, 0, 1])
@@ -317,30 +320,6 @@ def test_tfds_split_names_map_to_train_eval_test():
 # ---------------------------------------------------------------- metrics
 
 
-def _phi_inverse(p):
-  """Inverse standard normal CDF by bisection on math.erf."""
-  low, high = -10., 10.
-  for _ in range(200):
-    mid = (low + high) / 2
-    if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < p:
-      low = mid
-    else:
-      high = mid
-  return (low + high) / 2
-
-
-def _auc_pairs(scores, targets):
-  pos, neg = scores[targets == 1], scores[targets == 0]
-  wins = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
-  return wins.mean()
-
-
-def _ap_definition(scores, targets):
-  pos = scores[targets == 1]
-  return np.mean([np.sum(targets[scores >= s]) / np.sum(scores >= s)
-                  for s in pos])
-
-
 def test_classification_metrics_match_numpy():
   rng = np.random.default_rng(0)
   logits, labels = rng.normal(size=(50, 5)) * 3, rng.integers(0, 5, 50)
@@ -355,8 +334,8 @@ def test_auc_ap_and_d_prime_match_references():
   targets = (rng.random((60, 4)) < 0.3).astype(float)
   logits = np.round(rng.normal(size=(60, 4)) + 1.5 * targets, 1)  # Ties.
   targets[:, 3] = 0  # A class with no positive: left out of both means.
-  aucs = [_auc_pairs(logits[:, c], targets[:, c]) for c in range(3)]
-  aps = [_ap_definition(logits[:, c], targets[:, c]) for c in range(3)]
+  aucs = [fx.auc_pairs(logits[:, c], targets[:, c]) for c in range(3)]
+  aps = [fx.ap_definition(logits[:, c], targets[:, c]) for c in range(3)]
   for c in range(3):
     assert metrics.roc_auc(logits[:, c], targets[:, c]) == pytest.approx(
         aucs[c])
@@ -366,7 +345,7 @@ def test_auc_ap_and_d_prime_match_references():
   assert got['auc'] == pytest.approx(np.mean(aucs))
   assert got['mAP'] == pytest.approx(np.mean(aps))
   assert got['d_prime'] == pytest.approx(
-      math.sqrt(2) * _phi_inverse(np.mean(aucs)), abs=1e-9)
+      math.sqrt(2) * fx.phi_inverse(np.mean(aucs)), abs=1e-9)
   # Table 4: AUC 0.968 <-> d' 2.62, AUC 0.974 <-> d' 2.75.
   assert metrics.d_prime(0.968) == pytest.approx(2.619, abs=1e-3)
   assert metrics.d_prime(0.974) == pytest.approx(2.748, abs=1e-3)

@@ -1,0 +1,275 @@
+"""The training program end to end: one short run per config, multi-task,
+multi-label, resuming after SIGKILL, export reload, distribution.
+
+Every run uses a tiny on-disk dataset of tones and a tiny encoder binding;
+the test metrics are recomputed from the reloaded export with NumPy.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import wave
+
+import gin
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import example_fixtures as fx
+from example import data
+from example import main
+from example import train
+from leaf_audio import frontend
+from leaf_audio import models
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ['AudioClassifier.encoder = @ConvNet()', 'ConvNet.filters = [8, 8]',
+        'train.num_epochs = 1', 'train.steps_per_epoch = 2',
+        'train.batch_size = 4']
+FRONTENDS = {'mel': 'MelFilterbanks', 'tfbanks': 'TimeDomainFilterbanks',
+             'sincnet': 'SincNet', 'sincnet_plus': 'SincNetPlus',
+             'leaf': 'Leaf', 'leaf_custom': 'Leaf'}
+
+
+@pytest.fixture(scope='module')
+def corpus(tmp_path_factory):
+  """Two tone classes in train/validation/test folders, and a tfds dir."""
+  base = tmp_path_factory.mktemp('corpus')
+  files, names = fx.make_split_dataset(str(base / 'tones'), counts=(4, 1, 2))
+  return {'root': str(base / 'tones'), 'files': files, 'names': names,
+          'data_dir': str(base / 'tfds')}
+
+
+def _bindings(workdir, dataset, data_dir, extra=()):
+  return [f"train.workdir = '{workdir}'", f"train.dataset = '{dataset}'",
+          f"train.data_dir = '{data_dir}'"] + TINY + list(extra)
+
+
+def _run(config, bindings):
+  gin.clear_config()
+  main.parse_config([os.path.join(REPO, 'configs', f'{config}.gin')],
+                    bindings)
+  return train.train(verbose=0)
+
+
+def _read_clip(path):
+  with wave.open(path) as f:
+    ints = np.frombuffer(f.readframes(f.getnframes()), '<i2')
+  return ints.astype(np.float32) / 32767.
+
+
+def _export_logits(workdir, paths):
+  """Logits of each clip, one clip per call, from the reloaded export."""
+  serve = tf.saved_model.load(os.path.join(workdir, 'export')).signatures[
+      'serving_default']
+  outputs = [serve(waveform=tf.constant(_read_clip(p)[None]))
+             for p in paths]
+  return {k: np.concatenate([o[k].numpy() for o in outputs])
+          for k in outputs[0]}
+
+
+def _check_against_export(workdir, task, test_files):
+  """metrics.json of a task equals NumPy metrics of the export's logits."""
+  with open(os.path.join(workdir, 'metrics.json')) as f:
+    saved = json.load(f)[task]
+  logits = _export_logits(workdir, [p for p, _ in test_files])[task]
+  labels = np.array([l for _, l in test_files])
+  shifted = logits - logits.max(1, keepdims=True)
+  log_probs = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+  assert saved['examples'] == len(test_files)
+  assert saved['accuracy'] == pytest.approx(
+      np.mean(logits.argmax(1) == labels), abs=1e-9)
+  assert saved['loss'] == pytest.approx(
+      -log_probs[np.arange(len(labels)), labels].mean(), rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize('config', sorted(FRONTENDS))
+def test_each_config_trains_evaluates_and_exports(config, corpus, tmp_path):
+  extra = {'leaf_custom': ['AudioClassifier.encoder = @PANN()',
+                           'PANN.depth = 1'],
+           'sincnet': ['prepare.mixup_alpha = 0.4']}.get(config, [])
+  workdir = str(tmp_path / 'run')
+  results = _run(config, _bindings(workdir, corpus['root'],
+                                   corpus['data_dir'], extra))
+  assert list(results) == ['tones']
+  assert set(results['tones']) == {'accuracy', 'loss', 'examples',
+                                   'num_classes'}
+  assert results['tones']['num_classes'] == 2
+  with open(os.path.join(workdir, 'metrics.json')) as f:
+    assert json.load(f) == results
+  with open(os.path.join(workdir, 'operative_config.gin')) as f:
+    assert f'AudioClassifier.frontend = @{FRONTENDS[config]}()' in f.read()
+  with open(os.path.join(workdir, 'export', 'labels.json')) as f:
+    assert json.load(f) == {'tones': corpus['names']}
+  _check_against_export(workdir, 'tones', corpus['files']['test'])
+  assert os.listdir(os.path.join(workdir, 'tensorboard', 'validation'))
+
+
+def test_export_handles_any_length_like_the_evaluation(corpus, tmp_path):
+  """The export's windowing equals averaging the model over 1 s windows."""
+  workdir = str(tmp_path / 'run')
+  _run('mel', _bindings(workdir, corpus['root'], corpus['data_dir']))
+  serve = tf.saved_model.load(os.path.join(workdir, 'export')).signatures[
+      'serving_default']
+  model = models.AudioClassifier({'tones': 2}, frontend=frontend.MelFilterbanks(),
+                                 encoder=models.ConvNet(filters=[8, 8]))
+  model(tf.zeros([1, 16000]))
+  model.load_weights(os.path.join(workdir, 'best.weights.h5'))
+  clip = fx.tone(400., 2.3, seed=9).astype(np.float32)
+  windows = np.pad(clip, (0, 48000 - len(clip))).reshape(3, 16000)
+  normalized = data.loudness_normalization(tf.constant(windows))
+  expected = model(normalized, training=False)['tones'].numpy().mean(0)
+  got = serve(waveform=tf.constant(np.stack([clip, clip])))['tones'].numpy()
+  np.testing.assert_allclose(got, [expected, expected], rtol=1e-4, atol=1e-5)
+
+
+def test_multitask_has_one_head_per_task(corpus, tmp_path):
+  music = tmp_path / 'music'
+  for i, (name, hz) in enumerate((('bass', 100.), ('flute', 1500.),
+                                  ('violin', 700.))):
+    for j in range(5):
+      fx.write_wav(str(music / name / f'{j}.wav'),
+                   fx.tone(hz, 1.2, seed=10 * i + j))
+  workdir = str(tmp_path / 'run')
+  datasets = [corpus['root'], str(music)]
+  results = _run('mel', _bindings(
+      workdir, 'unused', corpus['data_dir'],
+      [f'train.datasets = {datasets!r}', 'add_noise.snr_db = 20.0']))
+  assert {k: (v['num_classes'], v['examples']) for k, v in results.items()} == {
+      'tones': (2, 4), 'music': (3, 3)}  # 5 files: 1 test, 1 validation.
+  with open(os.path.join(workdir, 'export', 'labels.json')) as f:
+    assert json.load(f) == {'tones': ['high', 'low'],
+                            'music': ['bass', 'flute', 'violin']}
+  serve = tf.saved_model.load(os.path.join(workdir, 'export')).signatures[
+      'serving_default']
+  out = serve(waveform=tf.zeros([2, 5000]))
+  assert {k: v.shape for k, v in out.items()} == {'tones': (2, 2),
+                                                  'music': (2, 3)}
+
+
+def test_multitask_loss_counts_each_example_on_its_own_head():
+  model = models.AudioClassifier({'a': 3, 'b': 2},
+                                 frontend=frontend.MelFilterbanks(),
+                                 encoder=models.ConvNet(filters=[4]))
+  model(tf.zeros([1, 16000]))
+  losses, metrics = train._losses_and_metrics(['a', 'b'], multilabel=False)
+  model.compile(loss=losses, weighted_metrics=metrics)
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(6, 16000)).astype(np.float32)
+  task = np.array([0, 0, 1, 0, 1, 1])
+  label = np.array([2, 0, 1, 1, 0, 1])
+  y = {'a': np.eye(3)[label] * (task == 0)[:, None],
+       'b': np.eye(2)[np.minimum(label, 1)] * (task == 1)[:, None]}
+  w = {'a': (task == 0).astype(np.float32), 'b': (task == 1).astype(np.float32)}
+  got = model.evaluate(x, y, sample_weight=w, batch_size=6, verbose=0,
+                       return_dict=True)
+  logits = model.predict(x, verbose=0)
+  total, correct = 0., {'a': [], 'b': []}
+  for i in range(6):
+    head = 'ab'[task[i]]
+    z = logits[head][i]
+    total += -(z[y[head][i].argmax()] - np.log(np.exp(z).sum()))
+    correct[head].append(z.argmax() == y[head][i].argmax())
+  assert got['loss'] == pytest.approx(total / 6, rel=1e-4)
+  assert got['a_accuracy'] == pytest.approx(np.mean(correct['a']))
+  assert got['b_accuracy'] == pytest.approx(np.mean(correct['b']))
+
+
+def test_multilabel_reports_map_auc_and_d_prime(corpus, tmp_path):
+  workdir = str(tmp_path / 'run')
+  results = _run('mel', _bindings(workdir, corpus['root'], corpus['data_dir'],
+                                  ['train.multilabel = True']))
+  saved = results['tones']
+  assert set(saved) == {'mAP', 'auc', 'd_prime', 'examples', 'num_classes'}
+  test = corpus['files']['test']
+  logits = _export_logits(workdir, [p for p, _ in test])['tones']
+  targets = np.eye(2)[[l for _, l in test]]
+  aucs = [fx.auc_pairs(logits[:, c], targets[:, c]) for c in range(2)]
+  aps = [fx.ap_definition(logits[:, c], targets[:, c]) for c in range(2)]
+  assert saved['auc'] == pytest.approx(np.mean(aucs))
+  assert saved['mAP'] == pytest.approx(np.mean(aps))
+  auc = min(max(np.mean(aucs), 1e-9), 1 - 1e-9)
+  assert saved['d_prime'] == pytest.approx(
+      np.sqrt(2) * fx.phi_inverse(auc), abs=1e-6)
+
+
+def test_bad_gin_stops_before_reading_data(tmp_path):
+  config = os.path.join(REPO, 'configs', 'mel.gin')
+  for bindings, message in ((['train.epochs_typo = 3'], 'epochs_typo'),
+                            (['AudioClassifier.frontend = @NoSuchFrontend()'],
+                             'NoSuchFrontend')):
+    gin.clear_config()
+    with pytest.raises(SystemExit, match=message):
+      main.parse_config([config], bindings)
+  bad = tmp_path / 'bad.gin'
+  bad.write_text("include 'configs/common.gin'\ntrain.batch_size = = 3\n")
+  gin.clear_config()
+  with pytest.raises(SystemExit, match='Invalid gin configuration'):
+    main.parse_config([str(bad)], [])
+
+
+def _cli(workdir, corpus, extra):
+  args = [sys.executable, '-m', 'example.main',
+          f'--gin_config={os.path.join(REPO, "configs", "mel.gin")}']
+  args += [f'--gin_bindings={b}' for b in _bindings(workdir, corpus['root'],
+                                                   corpus['data_dir'], extra)]
+  return args
+
+
+def test_resume_after_sigkill_mid_epoch(corpus, tmp_path):
+  workdir = tmp_path / 'run'
+  extra = ['train.num_epochs = 3', 'train.steps_per_epoch = 150']
+  env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'}
+  process = subprocess.Popen(_cli(workdir, corpus, extra), cwd=REPO, env=env,
+                             stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  state_path = workdir / 'state' / 'state.json'
+  deadline = time.time() + 120
+  while not state_path.exists() and time.time() < deadline:
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  killed = json.loads(state_path.read_text())
+  assert killed['epoch'] < 3 and not (workdir / 'metrics.json').exists()
+  assert killed['iterations'] == 150 * killed['epoch']
+
+  done = subprocess.run(_cli(workdir, corpus, extra), cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert f'Resuming after epoch {killed["epoch"]}' in done.stderr
+  final = json.loads(state_path.read_text())
+  # Only the partial epoch was lost: every epoch's steps were taken once.
+  assert final['epoch'] == 3 and final['iterations'] == 450
+  assert (workdir / 'metrics.json').exists()
+
+
+def test_mirrored_strategy_on_two_cpu_devices(corpus, tmp_path):
+  script = textwrap.dedent(f"""
+      import json, sys
+      import tensorflow as tf
+      from absl import logging
+      logging.set_verbosity(logging.INFO)
+      cpu = tf.config.list_physical_devices('CPU')[0]
+      tf.config.set_logical_device_configuration(
+          cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+      from example import main, train
+      main.parse_config([{os.path.join(REPO, 'configs', 'mel.gin')!r}],
+                        {_bindings(tmp_path / 'run', corpus['root'],
+                                   corpus['data_dir'],
+                                   ["train.strategy = 'mirrored'"])!r})
+      print('RESULTS', json.dumps(train.train(verbose=0)))
+  """)
+  done = subprocess.run([sys.executable, '-c', script], cwd=REPO,
+                        capture_output=True, text=True, timeout=300,
+                        env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert 'Strategy mirrored: 2 replica(s).' in done.stderr
+  results = json.loads(done.stdout.split('RESULTS ')[1])
+  assert results['tones']['examples'] == 4
+  _check_against_export(str(tmp_path / 'run'), 'tones',
+                        corpus['files']['test'])
