@@ -117,11 +117,11 @@ def load_task(dataset: str, data_dir: Optional[str] = None) -> Task:
                      (f'_{label_path}' if label_path else ''))
     specs = _split_specs(list(builder.info.splits.keys()))
   features = builder.info.features
-  class_names = _class_names(_feature_at(features, label_path))
   sample_rate = getattr(features['audio'], 'sample_rate', None)
   if sample_rate not in (None, folder_dataset.SAMPLE_RATE):
     raise ValueError(f'{dataset} is sampled at {sample_rate} Hz; the models '
                      f'expect {folder_dataset.SAMPLE_RATE} Hz audio')
+  class_names = _class_names(_feature_at(features, label_path))
   select = _select_label(label_path or None)
   splits = {key: builder.as_dataset(split=spec).map(select)
             for key, spec in specs.items()}

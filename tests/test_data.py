@@ -9,6 +9,7 @@ import struct
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 import example_fixtures as fx
 from example import audio_io
@@ -349,3 +350,56 @@ def test_auc_ap_and_d_prime_match_references():
   # Table 4: AUC 0.968 <-> d' 2.62, AUC 0.974 <-> d' 2.75.
   assert metrics.d_prime(0.968) == pytest.approx(2.619, abs=1e-3)
   assert metrics.d_prime(0.974) == pytest.approx(2.748, abs=1e-3)
+
+
+# ---------------------------------------------------------------- tfds names
+
+
+class TinyNsynth(tfds.core.GeneratorBasedBuilder):
+  """A stand-in for a tensorflow-datasets audio dataset: float audio, a
+  nested label, and a 'valid' split as NSynth names it."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RATE = 16000
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+        'audio': tfds.features.Audio(shape=(None,), dtype=np.float32,
+                                     sample_rate=self.RATE),
+        'instrument': {'family': tfds.features.ClassLabel(
+            names=['bass', 'flute', 'organ'])},
+        'pitch': tfds.features.ClassLabel(num_classes=128),
+    }))
+
+  def _split_generators(self, dl_manager):
+    return {'train': self._generate_examples(6), 'valid': self._generate_examples(2),
+            'test': self._generate_examples(3)}
+
+  def _generate_examples(self, count):
+    for i in range(count):
+      yield i, {'audio': np.full(100 * (i + 1), 0.5, np.float32),
+                'instrument': {'family': i % 3}, 'pitch': 60 + i}
+
+
+class TinyNsynthAt8k(TinyNsynth):
+  RATE = 8000
+
+
+def test_tfds_dataset_with_nested_label_and_odd_split_names(tmp_path):
+  task = tasks.load_task('tiny_nsynth:instrument/family', str(tmp_path))
+  assert task.name == 'tiny_nsynth_instrument_family'
+  assert task.class_names == ['bass', 'flute', 'organ']
+  sizes = {k: len(list(v)) for k, v in task.splits.items()}
+  assert sizes == {'train': 6, 'eval': 2, 'test': 3}
+  test = sorted((e['audio'].shape[0], int(e['label']), sorted(e))
+                for e in task.splits['test'])
+  assert test == [(100, 0, ['audio', 'label']), (200, 1, ['audio', 'label']),
+                  (300, 2, ['audio', 'label'])]
+  pitch = tasks.load_task('tiny_nsynth:pitch', str(tmp_path))
+  assert pitch.num_classes == 128
+  assert sorted(int(e['label']) for e in pitch.splits['train']) == list(
+      range(60, 66))
+  with pytest.raises(ValueError, match='sampled at 8000 Hz'):
+    tasks.load_task('tiny_nsynth_at8k', str(tmp_path))
+  with pytest.raises(ValueError, match="no label feature 'label'"):
+    tasks.load_task('tiny_nsynth', str(tmp_path))
