@@ -123,8 +123,8 @@ def load_task(dataset: str, data_dir: Optional[str] = None) -> Task:
                      f'expect {folder_dataset.SAMPLE_RATE} Hz audio')
   class_names = _class_names(_feature_at(features, label_path))
   select = _select_label(label_path or None)
-  splits = {key: builder.as_dataset(split=spec).map(select)
-            for key, spec in specs.items()}
+  splits = {key: builder.as_dataset(split=spec, shuffle_files=key == 'train')
+                .map(select) for key, spec in specs.items()}
   return Task(name=name, class_names=class_names, splits=splits)
 
 

@@ -50,6 +50,25 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
   raise ValueError(f'unknown strategy {name!r}; expected one of {STRATEGIES}')
 
 
+def worker_workdir(workdir: str, distribution: tf.distribute.Strategy) -> str:
+  """Where this worker writes: `workdir` for the chief, else a subfolder.
+
+  In a multi-worker run every worker runs the callbacks; only the chief
+  (task 'chief', or 'worker' 0 when there is no chief) writes to `workdir`,
+  the others to `workdir/workers/<type>_<id>` so that no two write the same
+  file.
+  """
+  resolver = getattr(distribution, 'cluster_resolver', None)
+  task_type = getattr(resolver, 'task_type', None)
+  task_id = getattr(resolver, 'task_id', None) or 0
+  if task_type in (None, 'chief'):
+    return workdir
+  if task_type == 'worker' and task_id == 0 and (
+      'chief' not in resolver.cluster_spec().as_dict()):
+    return workdir
+  return os.path.join(workdir, 'workers', f'{task_type}_{task_id}')
+
+
 def _pipeline_transforms():
   """The waveform transforms `data.prepare` is configured with."""
   return tuple(gin.get_bindings(data.prepare).get(
@@ -66,6 +85,26 @@ def _losses_and_metrics(task_names: Sequence[str], multilabel: bool):
     loss = lambda: keras.losses.CategoricalCrossentropy(from_logits=True)
     metric = lambda: keras.metrics.CategoricalAccuracy(name='accuracy')
   return ({t: loss() for t in task_names}, {t: [metric()] for t in task_names})
+
+
+def build_model(num_classes: Dict[str, int], learning_rate: float,
+                multilabel: bool) -> keras.Model:
+  """The gin-configured `AudioClassifier`, built and compiled with Adam.
+
+  Args:
+    num_classes: task name -> number of classes (one head each).
+    learning_rate: Adam's learning rate.
+    multilabel: sigmoid instead of softmax cross-entropy.
+
+  Returns:
+    the compiled model, mapping waveforms [batch, samples] to task -> logits.
+  """
+  model = models.AudioClassifier(num_outputs=num_classes)
+  model(tf.zeros([1, data.WINDOW]))
+  losses, metrics = _losses_and_metrics(list(num_classes), multilabel)
+  model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses,
+                weighted_metrics=metrics)
+  return model
 
 
 def _steps_per_epoch(train_splits: Sequence[tf.data.Dataset],
@@ -135,6 +174,8 @@ def train(workdir: str = '/tmp/leaf_audio',
   distribution = make_strategy(strategy)
   logging.info('Strategy %s: %d replica(s).', strategy,
                distribution.num_replicas_in_sync)
+  workdir = worker_workdir(workdir, distribution)
+  os.makedirs(workdir, exist_ok=True)
   tasks = tasks_lib.load_tasks(list(datasets or [dataset]), data_dir)
   num_classes = {t.name: t.num_classes for t in tasks}
   logging.info('Tasks (name: classes): %s', num_classes)
@@ -144,11 +185,7 @@ def train(workdir: str = '/tmp/leaf_audio',
       [t.splits['train'] for t in tasks], batch_size)
 
   with distribution.scope():
-    model = models.AudioClassifier(num_outputs=num_classes)
-    model(tf.zeros([1, data.WINDOW]))
-    losses, metrics = _losses_and_metrics(list(num_classes), multilabel)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses,
-                  weighted_metrics=metrics)
+    model = build_model(num_classes, learning_rate, multilabel)
   state = callbacks.TrainingState(os.path.join(workdir, 'state'))
   initial_epoch = state.restore(model)
   metric_name = 'auc' if multilabel else 'accuracy'

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 import wave
 
 import gin
@@ -92,7 +93,9 @@ def _check_against_export(workdir, task, test_files):
 def test_each_config_trains_evaluates_and_exports(config, corpus, tmp_path):
   extra = {'leaf_custom': ['AudioClassifier.encoder = @PANN()',
                            'PANN.depth = 1'],
-           'sincnet': ['prepare.mixup_alpha = 0.4']}.get(config, [])
+           'sincnet': ['prepare.mixup_alpha = 0.4'],
+           # One pass over the 8 training clips in batches of 4.
+           'tfbanks': ['train.steps_per_epoch = None']}.get(config, [])
   workdir = str(tmp_path / 'run')
   results = _run(config, _bindings(workdir, corpus['root'],
                                    corpus['data_dir'], extra))
@@ -108,6 +111,8 @@ def test_each_config_trains_evaluates_and_exports(config, corpus, tmp_path):
     assert json.load(f) == {'tones': corpus['names']}
   _check_against_export(workdir, 'tones', corpus['files']['test'])
   assert os.listdir(os.path.join(workdir, 'tensorboard', 'validation'))
+  with open(os.path.join(workdir, 'state', 'state.json')) as f:
+    assert json.load(f)['iterations'] == 2
 
 
 def test_export_handles_any_length_like_the_evaluation(corpus, tmp_path):
@@ -126,6 +131,23 @@ def test_export_handles_any_length_like_the_evaluation(corpus, tmp_path):
   expected = model(normalized, training=False)['tones'].numpy().mean(0)
   got = serve(waveform=tf.constant(np.stack([clip, clip])))['tones'].numpy()
   np.testing.assert_allclose(got, [expected, expected], rtol=1e-4, atol=1e-5)
+
+
+def test_only_the_chief_worker_writes_to_workdir():
+  cluster = lambda spec: types.SimpleNamespace(as_dict=lambda: spec)
+  strategy = lambda task_type, task_id, spec: types.SimpleNamespace(
+      cluster_resolver=types.SimpleNamespace(
+          task_type=task_type, task_id=task_id,
+          cluster_spec=lambda: cluster(spec)))
+  workers = {'worker': ['a:1', 'b:1']}
+  with_chief = {'chief': ['c:1'], **workers}
+  assert train.worker_workdir('/w', tf.distribute.get_strategy()) == '/w'
+  assert train.worker_workdir('/w', strategy('worker', 0, workers)) == '/w'
+  assert train.worker_workdir('/w', strategy('worker', 1, workers)) == (
+      '/w/workers/worker_1')
+  assert train.worker_workdir('/w', strategy('chief', 0, with_chief)) == '/w'
+  assert train.worker_workdir('/w', strategy('worker', 0, with_chief)) == (
+      '/w/workers/worker_0')
 
 
 def test_multitask_has_one_head_per_task(corpus, tmp_path):
