@@ -17,6 +17,13 @@ def _smooth(inputs, smooth, initial_state):
   cost is O(T sqrt(T)) multiply-adds per channel, all in parallel, and it works
   for any T, known or not when the graph is built.
 
+  The work is laid out channel-major, [channels, batch * chunks, L], so that
+  both products are plain batched matrix products, and the powers of
+  (1 - s) are `exp(k log(1 - s))`. Measured on 2 CPU cores (batch 32,
+  40 channels, 1000 frames, forward+backward): 22 ms, against 41 ms for the
+  same chunking written with einsum and pow, and 39 ms for an associative
+  scan over the frames.
+
   Args:
     inputs: [batch, time, channels].
     smooth: [channels] or [1], the coefficients s, in [0, 1].
@@ -29,37 +36,40 @@ def _smooth(inputs, smooth, initial_state):
   batch, frames, channels = shape[0], shape[1], shape[2]
   chunk = ops.cast(ops.ceil(ops.sqrt(ops.cast(frames, 'float32'))), 'int32')
   chunks = (frames + chunk - 1) // chunk
-  padded = ops.pad(inputs, [[0, 0], [0, chunks * chunk - frames], [0, 0]])
-  padded = ops.reshape(padded, (batch, chunks, chunk, channels))
-  # (1 - s) kept above 0 so that its powers have finite gradients at s = 1.
-  decay = ops.broadcast_to(ops.maximum(1. - smooth, 1e-30), (channels,))
+  smooth = ops.broadcast_to(smooth, (channels,))
+  # log(1 - s), kept finite at s = 1 so that the powers' gradients are too.
+  log_decay = ops.log(ops.maximum(1. - smooth, 1e-30))[:, None, None]
 
-  def decay_powers(size, step=1.):
-    """[channels, size, size]: decay^(step * (row - col)) below the diagonal."""
+  def decay_powers(size, step):
+    """[channels, size, size]: (1 - s)^(step (row - col)) on and below the
+    diagonal, 0 above."""
     index = ops.cast(ops.arange(size), 'float32')
     lags = index[:, None] - index[None, :]
-    powers = ops.power(decay[:, None, None], step * ops.maximum(lags, 0.))
-    return powers * ops.cast(lags >= 0., 'float32')
+    powers = ops.exp(step * ops.maximum(lags, 0.) * log_decay)
+    return ops.where(lags >= 0., powers, 0.)
 
-  # Eq. 6's smoother within each chunk, started from 0.
-  within = ops.einsum('cji,bnic->bnjc', decay_powers(chunk),
-                      smooth * padded)
+  # Eq. 6's smoother within each chunk, started from 0: [C, B * n, L].
+  driven = ops.transpose(smooth * inputs, (2, 0, 1))  # [C, B, T]
+  driven = ops.pad(driven, [[0, 0], [0, 0], [0, chunks * chunk - frames]])
+  driven = ops.reshape(driven, (channels, batch * chunks, chunk))
+  within = ops.matmul(driven,
+                      ops.transpose(decay_powers(chunk, 1.), (0, 2, 1)))
+  within = ops.reshape(within, (channels, batch, chunks, chunk))
   # State at the end of every chunk: an EMA over chunks of their last values.
-  chunk_ends = within[:, :, -1, :]  # [batch, chunks, channels]
-  chunk_decay = ops.power(decay, ops.cast(chunk, 'float32'))
-  ends = ops.einsum('cmk,bkc->bmc',
-                    decay_powers(chunks, ops.cast(chunk, 'float32')),
-                    chunk_ends)
-  chunk_index = ops.cast(ops.arange(chunks), 'float32')[None, :, None]
-  ends = ends + ops.power(chunk_decay, chunk_index + 1.) * (
-      initial_state[:, None, :])
-  previous = ops.concatenate([initial_state[:, None, :], ends[:, :-1, :]],
-                             axis=1)  # state entering each chunk
-  step_in_chunk = ops.cast(ops.arange(chunk), 'float32')[None, None, :, None]
-  smoothed = within + ops.power(decay, step_in_chunk + 1.) * (
-      previous[:, :, None, :])
-  smoothed = ops.reshape(smoothed, (batch, chunks * chunk, channels))
-  return smoothed[:, :frames, :]
+  chunk_length = ops.cast(chunk, 'float32')
+  ends = ops.matmul(within[:, :, :, -1], ops.transpose(
+      decay_powers(chunks, chunk_length), (0, 2, 1)))  # [C, B, n]
+  initial = ops.transpose(initial_state, (1, 0))[:, :, None]  # [C, B, 1]
+  chunk_index = ops.cast(ops.arange(chunks), 'float32')[None, None, :]
+  ends = ends + ops.exp((chunk_index + 1.) * chunk_length * log_decay) * (
+      initial)
+  previous = ops.concatenate([initial, ends[:, :, :-1]],
+                             axis=2)  # state entering each chunk
+  step_in_chunk = ops.cast(ops.arange(chunk), 'float32')[None, None, None, :]
+  smoothed = within + ops.exp((step_in_chunk + 1.) * log_decay[..., None]) * (
+      previous[..., None])
+  smoothed = ops.reshape(smoothed, (channels, batch, chunks * chunk))
+  return ops.transpose(smoothed[:, :, :frames], (1, 2, 0))
 
 
 @utils.register
@@ -180,8 +190,10 @@ class PCENLayer(keras.layers.Layer):
     alpha = ops.minimum(self.alpha, 1.)
     one_over_root = 1. / ops.maximum(self.root, 1.)
     smoother = self.ema(inputs, initial_state=inputs[:, 0, :])
-    normalized = inputs / ops.power(self.floor + smoother, alpha)
-    return (ops.power(normalized + self.delta, one_over_root) -
+    # Powers of whole feature maps as exp(p log x): TensorFlow's Pow kernel
+    # is several times slower on CPU (14 ms against 4 ms for 1.3M floats).
+    normalized = inputs * ops.exp(-alpha * ops.log(self.floor + smoother))
+    return (ops.exp(one_over_root * ops.log(normalized + self.delta)) -
             ops.power(self.delta, one_over_root))
 
   def get_config(self):
