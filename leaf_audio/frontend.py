@@ -18,6 +18,7 @@ from keras import ops
 import tensorflow as tf
 
 from leaf_audio import convolution
+from leaf_audio import fast_gabor
 from leaf_audio import initializers
 from leaf_audio import melfilters
 from leaf_audio import pooling
@@ -183,6 +184,15 @@ class Leaf(keras.layers.Layer):
     regularizer_fn: optional regularizer of the learned filters and pooling.
     mean_var_norm: whether to normalize each channel over time.
     spec_augment: whether to apply SpecAugment in training.
+    implementation: how the filtering, squared modulus and pooling are
+      computed, with the same weights and output shape. 'conv' (default): the
+      original's computation, exactly (up to float32 rounding); with the
+      default Gabor filters, squared modulus and Gaussian pooling it is
+      evaluated by FFT (`fast_gabor.pooled_energies_fft`). 'fast': each
+      Gabor filter applied in the frequency domain only where its response
+      is not negligible, at a reduced rate (`fast_gabor.BandedPlan`), within
+      1% of 'conv'; other layer stacks (e.g. SincNet+'s sinc filters and
+      LeakyReLU, which have no banded form) compute as with 'conv'.
     name: layer name.
 
   Call arguments:
@@ -212,8 +222,9 @@ class Leaf(keras.layers.Layer):
                compression_fn='pcen', preemp=False, preemp_init=None,
                complex_conv_init=None, pooling_init=None,
                regularizer_fn=None, mean_var_norm=False, spec_augment=False,
-               name='leaf', **kwargs):
+               implementation='conv', name='leaf', **kwargs):
     super().__init__(name=name, **kwargs)
+    fast_gabor.check_implementation(implementation)
     if n_filters < 1:
       raise ValueError(f'n_filters must be positive, got {n_filters}.')
     if sample_rate <= 0 or window_len <= 0 or window_stride <= 0:
@@ -230,7 +241,7 @@ class Leaf(keras.layers.Layer):
         'n_filters': n_filters, 'sample_rate': sample_rate,
         'window_len': window_len, 'window_stride': window_stride,
         'preemp': preemp, 'mean_var_norm': mean_var_norm,
-        'spec_augment': spec_augment,
+        'spec_augment': spec_augment, 'implementation': implementation,
     }
     self.n_filters = n_filters
     self.window_size = window_size
@@ -274,6 +285,14 @@ class Leaf(keras.layers.Layer):
         use_bias=False, kernel_initializer=self._pooling_init,
         kernel_regularizer=self._regularizer if learn_pooling else None,
         trainable=learn_pooling)
+    # Gabor filters, squared modulus and Gaussian pooling: computed together,
+    # without the direct convolution (see `implementation`).
+    self._filterbank_energies = None
+    if (type(self._complex_conv) is convolution.GaborConv1D and
+        type(self._activation) is SquaredModulus and
+        type(self._pooling) is pooling.GaussianLowpass):
+      self._filterbank_energies = fast_gabor.FilterbankEnergies(
+          self._complex_conv, self._pooling, implementation)
 
     self._compression_arg = compression_fn
     if compression_fn == 'pcen':
@@ -307,9 +326,12 @@ class Leaf(keras.layers.Layer):
     outputs = check_waveform(inputs, self.name)[:, :, None]
     if self._preemp_conv is not None:
       outputs = self._preemp_conv(outputs)
-    outputs = self._complex_conv(outputs)
-    outputs = self._activation(outputs)
-    outputs = self._pooling(outputs)
+    if self._filterbank_energies is not None:
+      outputs = self._filterbank_energies(outputs[:, :, 0])
+    else:
+      outputs = self._complex_conv(outputs)
+      outputs = self._activation(outputs)
+      outputs = self._pooling(outputs)
     outputs = ops.maximum(outputs, 1e-5)
     if self._compression is not None:
       outputs = self._compression(outputs)
