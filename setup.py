@@ -13,13 +13,18 @@ setuptools.setup(
                                                'example', 'example.*']),
     python_requires='>=3.10',
     install_requires=[
-        'tensorflow>=2.16,<2.22',
-        'keras>=3.3,<3.16',
-        'tensorflow-datasets>=4.9,<5',
-        'gin-config>=0.5,<0.6',
-        'absl-py>=1.0',
-        'numpy>=1.26,<3',
+        # The ranges the test suite has been run with.
+        'tensorflow~=2.21.0',
+        'keras~=3.15.0',
+        'tensorflow-datasets>=4.9.10,<5',
+        'gin-config~=0.5.0',
+        'absl-py>=2.0',
+        'numpy>=2.0,<3',
     ],
-    extras_require={'dev': ['pytest>=8']},
+    extras_require={
+        'dev': ['pytest>=8'],
+        # Reading FLAC clips in local-folder datasets.
+        'flac': ['soundfile>=0.12'],
+    },
     license='Apache-2.0',
 )
