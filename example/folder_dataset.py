@@ -18,6 +18,7 @@ import re
 from typing import Dict, List, Sequence, Tuple
 
 from absl import logging
+from etils import epath
 import gin
 import numpy as np
 import tensorflow_datasets as tfds
@@ -151,6 +152,14 @@ class AudioFolder(tfds.core.GeneratorBasedBuilder):
   """
 
   VERSION = tfds.core.Version('1.0.0')
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path:
+    """This file. tfds' own lookup needs `importlib_resources`, which
+    tensorflow-datasets 4.9 uses on every Python but only declares below
+    3.9; this builder has no checksums file to find anyway."""
+    return epath.Path(__file__)
 
   def __init__(self, *, root: str, resample: bool = True,
                validation_fraction: float = 0.1, test_fraction: float = 0.1,
