@@ -226,9 +226,10 @@ class GaborConv1D(keras.layers.Layer):
       self.bias = self.add_weight(name='bias', shape=(self.filters,),
                                   initializer='zeros')
 
-  def constrained_kernel(self):
-    """The kernel clipped to its valid range, optionally sorted."""
-    kernel = self.kernel.constraint(self.kernel)
+  def constrained_kernel(self, kernel=None):
+    """The kernel (or `kernel`, values for it) clipped to its valid range,
+    optionally sorted: [filters // 2, 2]."""
+    kernel = self.kernel.constraint(self.kernel if kernel is None else kernel)
     if self.sort_filters:
       kernel = ops.take(kernel, ops.argsort(kernel[:, 0]), axis=0)
     return kernel

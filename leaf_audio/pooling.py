@@ -83,9 +83,11 @@ class GaussianLowpass(_PoolingBase):
         initializer=self.kernel_initializer,
         regularizer=self.kernel_regularizer)
 
-  def windows(self):
-    """The pooling windows, [kernel_size, channels, 1]."""
-    return impulse_responses.gaussian_lowpass(self.kernel, self.kernel_size)[0]
+  def windows(self, kernel=None):
+    """The pooling windows, [kernel_size, channels, 1], of the layer's kernel
+    (or of `kernel`, values for it)."""
+    return impulse_responses.gaussian_lowpass(
+        self.kernel if kernel is None else kernel, self.kernel_size)[0]
 
   def call(self, inputs):
     return ops.depthwise_conv(inputs, self.windows(), strides=self.strides,

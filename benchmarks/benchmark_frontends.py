@@ -1,0 +1,142 @@
+"""Speed and memory of the frontends, as ratios to mel-filterbanks.
+
+    .venv/bin/python benchmarks/benchmark_frontends.py
+    .venv/bin/python benchmarks/benchmark_frontends.py --batches 32 \
+        --seconds 1 --rounds 9
+
+Prints one Markdown table: for each frontend (and LEAF's implementation), at
+batch sizes 1 and 32 and clip lengths 1 s and 10 s at 16 kHz, the median
+time of a forward pass, of a forward+backward pass, their ratios to
+`MelFilterbanks` at the same batch and length, and the peak memory of the
+forward+backward pass.
+
+How it measures:
+- every call is a `tf.function` (traced and warmed up first), on 2 s / 20 s of
+  Gaussian noise times 0.1 cut to the clip length;
+- forward+backward is the gradient of `sum(features * w)` (w a fixed random
+  tensor) with respect to the frontend's trainable weights; MelFilterbanks has
+  none, so its backward is the gradient with respect to the waveform;
+- the frontends are timed in interleaved rounds (every frontend once per
+  round), and each entry is the median over the rounds, so that a machine
+  shared with other work slows all of them alike; the ratio of two medians
+  taken on the same rounds is what to compare across machines;
+- peak memory is TensorFlow's CPU allocator's peak during one
+  forward+backward call, minus what was allocated before it (the inputs and
+  weights), from `tf.config.experimental.get_memory_info`.
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import numpy as np  # pylint: disable=g-import-not-at-top
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+from leaf_audio import frontend  # pylint: disable=g-import-not-at-top
+
+SAMPLE_RATE = 16000
+
+FRONTENDS = {
+    'Mel': frontend.MelFilterbanks,
+    'LEAF conv (default)': lambda: frontend.Leaf(implementation='conv'),
+    'LEAF fast': lambda: frontend.Leaf(implementation='fast'),
+    'SincNet': frontend.SincNet,
+    'SincNet+': frontend.SincNetPlus,
+    'TD-fbanks': frontend.TimeDomainFilterbanks,
+}
+
+
+def _make_steps(layer, waveform, seed=0):
+  """The forward and forward+backward `tf.function`s of one frontend."""
+  features = layer(waveform)
+  weights = tf.constant(np.random.default_rng(seed).standard_normal(
+      features.shape).astype(np.float32))
+  variables = layer.trainable_variables
+
+  @tf.function
+  def forward():
+    return tf.reduce_sum(layer(waveform))
+
+  @tf.function
+  def forward_backward():
+    with tf.GradientTape() as tape:
+      if not variables:
+        tape.watch(waveform)
+      loss = tf.reduce_sum(layer(waveform) * weights)
+    grads = tape.gradient(loss, variables or [waveform])
+    return [tf.reduce_sum(g) for g in grads]
+
+  return forward, forward_backward
+
+
+def _time(step):
+  start = time.perf_counter()
+  result = step()
+  tf.nest.map_structure(lambda t: t.numpy(), result)
+  return time.perf_counter() - start
+
+
+def _peak_memory(step):
+  """Bytes allocated at the peak of one call, beyond what was allocated."""
+  tf.config.experimental.reset_memory_stats('CPU:0')
+  before = tf.config.experimental.get_memory_info('CPU:0')['current']
+  _time(step)
+  return tf.config.experimental.get_memory_info('CPU:0')['peak'] - before
+
+
+def measure(names, batch, seconds, rounds):
+  """{name: (forward s, forward+backward s, peak bytes)} for one setting."""
+  rng = np.random.default_rng(1)
+  waveform = tf.constant(0.1 * rng.standard_normal(
+      (batch, seconds * SAMPLE_RATE)).astype(np.float32))
+  steps = {}
+  for name in names:
+    layer = FRONTENDS[name]()
+    steps[name] = _make_steps(layer, waveform)
+    for step in steps[name]:  # trace and warm up
+      _time(step)
+  memory = {name: _peak_memory(steps[name][1]) for name in names}
+  times = {name: ([], []) for name in names}
+  for _ in range(rounds):
+    for name in names:
+      for kind in (0, 1):
+        times[name][kind].append(_time(steps[name][kind]))
+  return {name: (statistics.median(times[name][0]),
+                 statistics.median(times[name][1]), memory[name])
+          for name in names}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--batches', type=int, nargs='+', default=[1, 32])
+  parser.add_argument('--seconds', type=int, nargs='+', default=[1, 10])
+  parser.add_argument('--rounds', type=int, default=7,
+                      help='interleaved timing rounds (median reported)')
+  parser.add_argument('--frontends', nargs='+', default=list(FRONTENDS),
+                      choices=list(FRONTENDS))
+  args = parser.parse_args()
+  names = ['Mel'] + [n for n in args.frontends if n != 'Mel']
+  print(f'Machine: {platform.processor() or platform.machine()}, '
+        f'{os.cpu_count()} CPU cores visible, TensorFlow {tf.__version__}, '
+        f'load average {os.getloadavg()[0]:.1f} at start.\n')
+  print('| frontend | batch | clip | forward ms | fwd+bwd ms | forward / mel '
+        '| fwd+bwd / mel | peak MB (fwd+bwd) | peak / mel |')
+  print('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+  for seconds in args.seconds:
+    for batch in args.batches:
+      results = measure(names, batch, seconds, args.rounds)
+      mel_fwd, mel_fb, mel_mem = results['Mel']
+      for name in names:
+        fwd, fb, mem = results[name]
+        print(f'| {name} | {batch} | {seconds} s | {fwd * 1e3:.1f} | '
+              f'{fb * 1e3:.1f} | {fwd / mel_fwd:.1f}x | {fb / mel_fb:.1f}x | '
+              f'{mem / 2**20:.0f} | {mem / mel_mem:.1f}x |', flush=True)
+  print(f'\nLoad average {os.getloadavg()[0]:.1f} at the end.')
+
+
+if __name__ == '__main__':
+  main()
