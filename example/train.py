@@ -16,7 +16,6 @@ averaged), and exported as a SavedModel. Everything lands in `workdir`:
 import json
 import math
 import os
-import warnings
 from typing import Dict, Optional, Sequence
 
 from absl import logging
@@ -117,6 +116,20 @@ def _steps_per_epoch(train_splits: Sequence[tf.data.Dataset],
   return max(1, math.ceil(sum(sizes) / batch_size))
 
 
+def with_counted_batches(dataset: tf.data.Dataset) -> tf.data.Dataset:
+  """`dataset` with its number of batches counted (one pass) and declared.
+
+  Keras then ends each validation pass after the last batch instead of
+  running a step into the end of the data. Such a step is aborted part-way,
+  and with TensorFlow 2.21's grappler (which turns the sum of several task
+  losses into AccumulateNV2, backed by a per-step temporary variable) it can
+  leave that variable behind, so that the next training step fails with
+  ALREADY_EXISTS (seen with multi-task LEAF at the start of epoch 2).
+  """
+  count = int(dataset.reduce(0, lambda count, _: count + 1))
+  return dataset.apply(tf.data.experimental.assert_cardinality(count))
+
+
 def _validate(num_epochs, steps_per_epoch, learning_rate, batch_size,
               strategy):
   """Checks the scalar arguments before anything is read or built."""
@@ -195,16 +208,13 @@ def train(workdir: str = '/tmp/leaf_audio',
              [f'val_{name}_{metric_name}' for name in num_classes])
   best = callbacks.BestCheckpoint(workdir, monitor)
   if initial_epoch < num_epochs:
-    with warnings.catch_warnings():
-      # The validation windows' count is unknown until read, which Keras
-      # reports as running out of data at the end of each validation pass.
-      warnings.filterwarnings('ignore', message='Your input ran out of data')
-      model.fit(streams['train'], validation_data=streams['eval'],
-                epochs=num_epochs, initial_epoch=initial_epoch,
-                steps_per_epoch=steps_per_epoch, verbose=verbose,
-                shuffle=False,
-                callbacks=[best, callbacks.ScalarSummaries(
-                    os.path.join(workdir, 'tensorboard')), state])
+    model.fit(streams['train'],
+              validation_data=with_counted_batches(streams['eval']),
+              epochs=num_epochs, initial_epoch=initial_epoch,
+              steps_per_epoch=steps_per_epoch, verbose=verbose,
+              shuffle=False,
+              callbacks=[best, callbacks.ScalarSummaries(
+                  os.path.join(workdir, 'tensorboard')), state])
   with open(os.path.join(workdir, 'operative_config.gin'), 'w') as f:
     f.write(gin.operative_config_str())
 

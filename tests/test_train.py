@@ -161,7 +161,8 @@ def test_multitask_has_one_head_per_task(corpus, tmp_path):
   datasets = [corpus['root'], str(music)]
   results = _run('mel', _bindings(
       workdir, 'unused', corpus['data_dir'],
-      [f'train.datasets = {datasets!r}', 'add_noise.snr_db = 20.0']))
+      [f'train.datasets = {datasets!r}', 'add_noise.snr_db = 20.0',
+       'train.num_epochs = 2']))
   assert {k: (v['num_classes'], v['examples']) for k, v in results.items()} == {
       'tones': (2, 4), 'music': (3, 3)}  # 5 files: 1 test, 1 validation.
   with open(os.path.join(workdir, 'export', 'labels.json')) as f:
