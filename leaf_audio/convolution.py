@@ -216,11 +216,13 @@ class GaborConv1D(keras.layers.Layer):
     self.sort_filters = sort_filters
 
   def build(self, input_shape):
+    # Not autocast under mixed precision: center frequencies and bandwidths
+    # are kept and used in float32 (float16 would move the filters).
     self.kernel = self.add_weight(
         name='kernel', shape=(self.filters // 2, 2),
         initializer=self.kernel_initializer,
         regularizer=self.kernel_regularizer,
-        constraint=GaborConstraint(self.kernel_size))
+        constraint=GaborConstraint(self.kernel_size), autocast=False)
     self.bias = None
     if self.use_bias:
       self.bias = self.add_weight(name='bias', shape=(self.filters,),
@@ -243,7 +245,8 @@ class GaborConv1D(keras.layers.Layer):
     return ops.transpose(interleaved)[:, None, :]
 
   def call(self, inputs):
-    outputs = ops.conv(inputs, self.impulse_responses(), strides=self.strides,
+    filters = ops.cast(self.impulse_responses(), inputs.dtype)
+    outputs = ops.conv(inputs, filters, strides=self.strides,
                        padding=self.padding)
     if self.bias is not None:
       outputs = outputs + self.bias
@@ -399,10 +402,11 @@ class SincConv1D(keras.layers.Layer):
                                 kernel_size).astype('float32')
 
   def build(self, input_shape):
+    # Not autocast under mixed precision: the cutoffs (in Hz) stay float32.
     self.kernel = self.add_weight(
         name='kernel', shape=(self.filters // 2, 2),
         initializer=self.kernel_initializer,
-        regularizer=self.kernel_regularizer)
+        regularizer=self.kernel_regularizer, autocast=False)
     self.bias = None
     if self.use_bias:
       self.bias = self.add_weight(name='bias', shape=(self.filters // 2,),
@@ -418,7 +422,8 @@ class SincConv1D(keras.layers.Layer):
     return (band_pass * self._window[:, None])[:, None, :]
 
   def call(self, inputs):
-    outputs = ops.conv(inputs, self.impulse_responses(), strides=self.strides,
+    filters = ops.cast(self.impulse_responses(), inputs.dtype)
+    outputs = ops.conv(inputs, filters, strides=self.strides,
                        padding=self.padding)
     if self.bias is not None:
       outputs = outputs + self.bias

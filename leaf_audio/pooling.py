@@ -78,10 +78,11 @@ class GaussianLowpass(_PoolingBase):
   """
 
   def build(self, input_shape):
+    # Not autocast under mixed precision: the windows are made in float32.
     self.kernel = self.add_weight(
         name='kernel', shape=(1, 1, input_shape[-1], 1),
         initializer=self.kernel_initializer,
-        regularizer=self.kernel_regularizer)
+        regularizer=self.kernel_regularizer, autocast=False)
 
   def windows(self, kernel=None):
     """The pooling windows, [kernel_size, channels, 1], of the layer's kernel
@@ -90,7 +91,8 @@ class GaussianLowpass(_PoolingBase):
         self.kernel if kernel is None else kernel, self.kernel_size)[0]
 
   def call(self, inputs):
-    return ops.depthwise_conv(inputs, self.windows(), strides=self.strides,
+    windows = ops.cast(self.windows(), inputs.dtype)
+    return ops.depthwise_conv(inputs, windows, strides=self.strides,
                               padding=self.padding)
 
 

@@ -107,10 +107,16 @@ class ExponentialMovingAverage(keras.layers.Layer):
     self.smooth = self.add_weight(
         name='smooth',
         shape=(input_shape[-1],) if self.per_channel else (1,),
-        initializer=keras.initializers.Constant(self.coeff_init))
+        initializer=keras.initializers.Constant(self.coeff_init),
+        autocast=False)
 
   def call(self, inputs, initial_state):
-    return _smooth(inputs, ops.clip(self.smooth, 0., 1.), initial_state)
+    # In float32 whatever the dtype policy: under mixed precision the powers
+    # of (1 - s) over a chunk would lose too much in float16.
+    smoothed = _smooth(ops.cast(inputs, 'float32'),
+                       ops.clip(ops.cast(self.smooth, 'float32'), 0., 1.),
+                       ops.cast(initial_state, 'float32'))
+    return ops.cast(smoothed, inputs.dtype)
 
   def get_config(self):
     config = super().get_config()
@@ -179,7 +185,7 @@ class PCENLayer(keras.layers.Layer):
       return self.add_weight(
           name=name, shape=(channels,),
           initializer=keras.initializers.Constant(value),
-          trainable=self.trainable)
+          trainable=self.trainable, autocast=False)
 
     self.alpha = constant_weight('alpha', self.alpha_init)
     self.delta = constant_weight('delta', self.delta_init)
@@ -187,14 +193,21 @@ class PCENLayer(keras.layers.Layer):
     self.ema.build(input_shape)
 
   def call(self, inputs):
+    # In float32 whatever the dtype policy (the weights are not autocast):
+    # in float16, M^-alpha overflows near the 1e-5 floor of LEAF's energies,
+    # and its gradient does for much larger M.
+    dtype = inputs.dtype
+    inputs = ops.cast(inputs, 'float32')
     alpha = ops.minimum(self.alpha, 1.)
     one_over_root = 1. / ops.maximum(self.root, 1.)
-    smoother = self.ema(inputs, initial_state=inputs[:, 0, :])
+    smoother = ops.cast(self.ema(inputs, initial_state=inputs[:, 0, :]),
+                        'float32')
     # Powers of whole feature maps as exp(p log x): TensorFlow's Pow kernel
     # is several times slower on CPU (14 ms against 4 ms for 1.3M floats).
     normalized = inputs * ops.exp(-alpha * ops.log(self.floor + smoother))
-    return (ops.exp(one_over_root * ops.log(normalized + self.delta)) -
-            ops.power(self.delta, one_over_root))
+    outputs = (ops.exp(one_over_root * ops.log(normalized + self.delta)) -
+               ops.power(self.delta, one_over_root))
+    return ops.cast(outputs, dtype)
 
   def get_config(self):
     config = super().get_config()
