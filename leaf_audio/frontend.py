@@ -339,7 +339,8 @@ class Leaf(keras.layers.Layer):
       outputs = self._instance_norm(outputs)
     if self._spec_augment is not None:
       outputs = self._spec_augment(outputs, training=training)
-    return outputs
+    # The filterbank and sPCEN compute in float32 under mixed precision too.
+    return ops.cast(outputs, self.compute_dtype)
 
   def compute_output_shape(self, input_shape):
     frames = None

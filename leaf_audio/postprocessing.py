@@ -97,6 +97,9 @@ class ExponentialMovingAverage(keras.layers.Layer):
 
   def __init__(self, coeff_init=0.04, per_channel=False, trainable=False,
                name='EMA', **kwargs):
+    # Inputs are not cast to float16 under mixed precision: the EMA runs in
+    # float32, and gradients reaching it (through PCEN) overflow float16.
+    kwargs.setdefault('autocast', False)
     super().__init__(name=name, trainable=trainable, **kwargs)
     if not 0. <= float(coeff_init) <= 1.:
       raise ValueError(f'coeff_init must be in [0, 1], got {coeff_init}.')
@@ -164,6 +167,9 @@ class PCENLayer(keras.layers.Layer):
   def __init__(self, alpha=0.96, smooth_coef=0.04, delta=2.0, root=2.0,
                floor=1e-6, trainable=False, learn_smooth_coef=False,
                per_channel_smooth_coef=False, name='PCEN', **kwargs):
+    # Inputs are not cast to float16 under mixed precision: PCEN runs in
+    # float32 (see `call`).
+    kwargs.setdefault('autocast', False)
     super().__init__(name=name, trainable=trainable, **kwargs)
     if floor <= 0:
       raise ValueError(f'floor must be positive, got {floor}.')

@@ -1,0 +1,215 @@
+"""LEAF's fast mode against the exact computation, and the exact one itself.
+
+The references are independent of what they check: the exact computation
+(`implementation='conv'`, whose parity with the original release
+tests/test_parity.py asserts) for the fast mode, and the direct convolution of
+the layers themselves (`GaborConv1D`, `SquaredModulus`, `GaussianLowpass`,
+as in the original) for the FFT evaluation of the exact one.
+"""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from leaf_audio import fast_gabor
+from leaf_audio import frontend
+
+SIGMA_RANGE = (4 * math.sqrt(2 * math.log(2)) / math.pi,
+               401 * math.sqrt(2 * math.log(2)) / math.pi)
+
+
+def moved_weights(leaf, kind, seed=0):
+  """Leaf's weights moved away from initialization, within the constraints.
+
+  'far': every center frequency and bandwidth moved by a random factor
+  (bandwidths both widened and narrowed, up to 2x), random pooling widths
+  and sPCEN parameters. 'narrow': every bandwidth halved (sigma doubled: the
+  401-tap truncation of the filters dominates their responses) and the
+  widest pooling. 'wide': every bandwidth doubled, narrow pooling.
+  """
+  rng = np.random.default_rng(seed)
+  weights = leaf.get_weights()  # kernel, pooling[, alpha, delta, root, smooth]
+  kernel, pooling = weights[:2]
+  channels = kernel.shape[0]
+  if kind == 'far':
+    kernel[:, 0] *= np.exp(rng.uniform(-.3, .3, channels))
+    kernel[:, 1] *= np.exp(rng.uniform(-.7, .7, channels))
+    pooling[:] = rng.uniform(.2, .5, pooling.shape)
+    if len(weights) == 6:
+      for weight, low, high in zip(weights[2:], (.7, .5, 1.5, .01),
+                                   (1., 3., 4., .2)):
+        weight[:] = rng.uniform(low, high, channels)
+  elif kind == 'narrow':
+    kernel[:, 1] *= 2.
+    pooling[:] = .5
+  elif kind == 'wide':
+    kernel[:, 1] /= 2.
+    pooling[:] = .2
+  kernel[:, 0] = np.clip(kernel[:, 0], 0., math.pi)
+  kernel[:, 1] = np.clip(kernel[:, 1], *SIGMA_RANGE)
+  return [np.asarray(w, np.float32) for w in weights]
+
+
+def leaf_pair(kind='init', **kwargs):
+  """An exact and a fast Leaf with the same weights."""
+  exact = frontend.Leaf(**kwargs)
+  fast = frontend.Leaf(implementation='fast', **kwargs)
+  exact.build((None, None))
+  fast.build((None, None))
+  if kind != 'init':
+    weights = moved_weights(exact, kind)
+    exact.set_weights(weights)
+  fast.set_weights(exact.get_weights())
+  return exact, fast
+
+
+def outputs_and_gradients(leaf, waveforms, seed=1):
+  """Leaf's output and the gradients of a fixed random projection of it."""
+  with tf.GradientTape() as tape:
+    outputs = leaf(waveforms)
+    projection = np.random.default_rng(seed).uniform(
+        -1., 1., outputs.shape).astype(np.float32)
+    loss = tf.reduce_sum(outputs * projection)
+  grads = tape.gradient(loss, leaf.trainable_variables)
+  return np.asarray(outputs), [np.asarray(g) for g in grads]
+
+
+def relative_l2(actual, expected):
+  return np.linalg.norm(actual - expected) / np.linalg.norm(expected)
+
+
+def cosine(a, b):
+  return float(np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@pytest.mark.parametrize('kind', ['init', 'far', 'narrow', 'wide'])
+def test_fast_output_and_gradients_match_the_exact_computation(original,
+                                                               kind):
+  """Within 1% (relative L2) and gradient cosines >= 0.99, per weight."""
+  exact, fast = leaf_pair(kind)
+  expected, expected_grads = outputs_and_gradients(exact, original['x'])
+  actual, grads = outputs_and_gradients(fast, original['x'])
+  assert relative_l2(actual, expected) < 0.01
+  assert len(grads) == len(expected_grads) == 6
+  for grad, expected_grad in zip(grads, expected_grads):
+    assert cosine(grad, expected_grad) > 0.99
+
+
+def test_fast_pooled_energies_before_compression(original):
+  """The banded filtering + modulus + pooling alone, without sPCEN."""
+  exact, fast = leaf_pair('far', compression_fn=None)
+  assert relative_l2(np.asarray(fast(original['x'])),
+                     np.asarray(exact(original['x']))) < 2e-3
+
+
+@pytest.mark.parametrize('kind', ['init', 'far'])
+@pytest.mark.parametrize('samples', [1, 161, 4321, 16000])
+def test_exact_mode_equals_the_direct_convolution(kind, samples):
+  exact, _ = leaf_pair(kind)
+  waveforms = np.random.default_rng(samples).standard_normal(
+      (2, samples)).astype(np.float32)
+  direct = exact._pooling(exact._activation(
+      exact._complex_conv(waveforms[:, :, None])))
+  fft = fast_gabor.pooled_energies_fft(
+      tf.constant(waveforms), exact._complex_conv.constrained_kernel(),
+      exact._pooling.windows()[:, :, 0], 401, 160)
+  assert fft.shape == direct.shape == (2, -(-samples // 160), 40)
+  error = np.abs(np.asarray(fft) - np.asarray(direct)).max()
+  assert error < 1e-5 * np.abs(np.asarray(direct)).max()
+
+
+def test_fast_in_graphs_with_variable_length_and_xla(original):
+  exact, fast = leaf_pair('far')
+  dynamic = tf.function(fast, input_signature=[
+      tf.TensorSpec((None, None), tf.float32)])
+  for samples in (3000, 16000):
+    waveforms = original['x'][:, :samples]
+    assert relative_l2(np.asarray(dynamic(waveforms)),
+                       np.asarray(exact(waveforms))) < 0.01
+  waveforms = original['x'][:2, :4321]
+  compiled = tf.function(fast, jit_compile=True)
+  np.testing.assert_allclose(compiled(tf.constant(waveforms)),
+                             fast(waveforms), rtol=1e-4, atol=1e-4)
+
+
+def test_fast_plan_follows_the_weights(original):
+  """Outside its plan, a traced fast Leaf computes exactly; eagerly, replans."""
+  exact, fast = leaf_pair()
+  waveforms = tf.constant(original['x'][:, :8000])
+  traced = tf.function(fast)
+  traced(waveforms)  # plan made for the initial weights
+  weights = fast.get_weights()
+  weights[0][20, 1] /= 4.  # a band four times wider than planned
+  fast.set_weights(weights)
+  exact.set_weights(weights)
+  # 50 frames: the plan made when tracing is the one for 50-frame blocks.
+  plan = fast._filterbank_energies._plans[50]
+  assert not plan.is_valid(weights[0][:, 1],
+                           np.asarray(fast._pooling.windows()[:, :, 0]))
+  expected = np.asarray(exact(waveforms))
+  np.testing.assert_allclose(traced(waveforms), expected, rtol=1e-4,
+                             atol=1e-5)
+  assert relative_l2(np.asarray(fast(waveforms)), expected) < 0.01
+
+
+def test_fast_keras_file_and_saved_model_round_trips(original, tmp_path):
+  inputs = keras.Input((None,))
+  model = keras.Model(inputs, frontend.Leaf(implementation='fast')(inputs))
+  model.set_weights(moved_weights(model.layers[-1], 'far'))
+  waveforms = original['x'][:, :4000]
+  path = str(tmp_path / 'fast.keras')
+  model.save(path)
+  reloaded = keras.models.load_model(path)
+  assert reloaded.layers[-1].get_config()['implementation'] == 'fast'
+  np.testing.assert_allclose(reloaded(waveforms), model(waveforms),
+                             rtol=1e-5, atol=1e-5)
+  model.export(str(tmp_path / 'export'), verbose=False)
+  served = tf.saved_model.load(str(tmp_path / 'export'))
+  exact = frontend.Leaf()
+  exact.build((None, None))
+  exact.set_weights(model.get_weights())
+  for samples in (3000, 4000):
+    assert relative_l2(
+        np.asarray(served.serve(tf.constant(waveforms[:, :samples]))),
+        np.asarray(exact(waveforms[:, :samples]))) < 0.01
+
+
+@pytest.mark.parametrize('implementation', ['conv', 'fast'])
+def test_mixed_precision(original, implementation):
+  waveforms = original['x'][:, :8000]
+  reference = frontend.Leaf(implementation=implementation)
+  expected = np.asarray(reference(waveforms))
+  keras.mixed_precision.set_global_policy('mixed_float16')
+  try:
+    leaf = frontend.Leaf(implementation=implementation)
+    with tf.GradientTape() as tape:
+      outputs = leaf(waveforms)
+      loss = tf.reduce_sum(tf.cast(outputs, tf.float32))
+    grads = tape.gradient(loss, leaf.trainable_variables)
+  finally:
+    keras.mixed_precision.set_global_policy('float32')
+  assert outputs.dtype == tf.float16
+  assert relative_l2(np.asarray(outputs, np.float32), expected) < 1e-2
+  assert all(np.isfinite(np.asarray(g)).all() for g in grads)
+
+
+def test_implementation_argument(original):
+  with pytest.raises(ValueError, match="'conv'.*'fast'"):
+    frontend.Leaf(implementation='banded')
+  leaf = frontend.Leaf(implementation='fast', n_filters=16)
+  clone = frontend.Leaf.from_config(leaf.get_config())
+  assert clone.get_config()['implementation'] == 'fast'
+  # SincNet+ has no banded form (LeakyReLU, not a squared modulus): its fast
+  # mode is its exact computation.
+  waveforms = original['x'][:, :4000]
+  plus = frontend.SincNetPlus()
+  plus_fast = frontend.SincNetPlus(implementation='fast')
+  plus.build((None, None))
+  plus_fast.build((None, None))
+  plus_fast.set_weights(plus.get_weights())
+  np.testing.assert_allclose(plus_fast(waveforms), plus(waveforms), rtol=1e-6,
+                             atol=1e-6)
+  assert plus_fast.get_config()['implementation'] == 'fast'
