@@ -180,18 +180,59 @@ def pool_blocks(energies, windows, stride: int, frames):
                    for j in range(blocks_per_window)])
 
 
+# Output frames per FFT block: clips of more frames are cut into blocks of
+# about this many (each one FFT, with context on both sides), shorter clips
+# are one block sized to the clip.
+FRAMES_PER_BLOCK = 100
+
+
+def block_frames(frames):
+  """Output frames per block for clips of `frames` frames (None: unknown)."""
+  if frames is None:
+    return FRAMES_PER_BLOCK
+  blocks = -(-frames // FRAMES_PER_BLOCK)
+  return -(-frames // blocks)
+
+
+def block_spectra(waveform, length, first_centre, margin: int, n_fft: int,
+                  hop: int, blocks):
+  """Spectra of overlapping blocks of the clip, one FFT each.
+
+  Block b holds the n_fft samples from `margin` samples before clip sample
+  b hop + first_centre (zero outside the clip).
+
+  Args:
+    waveform: [batch, time] float32.
+    length: time (int or scalar int tensor).
+    first_centre: clip sample at `margin` in block 0.
+    margin: see above.
+    n_fft: block length.
+    hop: samples between blocks.
+    blocks: number of blocks.
+
+  Returns:
+    [batch * blocks, n_fft] complex64 full (two-sided) spectra.
+  """
+  offset = margin - first_centre
+  padded_length = (blocks - 1) * hop + n_fft
+  padded = tf.pad(waveform,
+                  [[0, 0], [offset, padded_length - offset - length]])
+  chunks = tf.reshape(tf.signal.frame(padded, n_fft, hop), [-1, n_fft])
+  return full_spectrum(tf.signal.rfft(chunks, [n_fft]), n_fft)
+
+
 def pooled_energies_fft(waveform, gabor_kernel, pooling_windows,
                         kernel_size: int, stride: int):
   """Exact Gabor filterbank energies, pooled: P_n[k] above, by FFT.
 
-  The clip, shifted by 'SAME' pooling's left padding, is transformed once
-  (length N >= the pooled span plus the filters' reach, so that the circular
-  convolution equals the linear one where it is used); each channel's
-  filtered signal is one inverse FFT of the clip's spectrum times the
-  filter's (Eq. 4); its squared modulus (Eq. 3) is masked to the clip, as
-  'SAME' padding zero-pads it; the pooling (Eq. 5) is `pool_blocks`.
-  Equal to the direct convolution up to float32 rounding (about 1e-6 of the
-  largest value).
+  The clip is cut into blocks of `block_frames` output frames with the
+  context their pooling windows and filters reach on both sides (overlap-
+  save); each block is transformed once, and each channel's filtered signal
+  in it is one inverse FFT of the block's spectrum times the filter's
+  (Eq. 4), exact where it is used; its squared modulus (Eq. 3) is masked to
+  the clip, as 'SAME' padding zero-pads it; the pooling (Eq. 5) is
+  `pool_blocks`. Equal to the direct convolution up to float32 rounding
+  (about 1e-6 of the largest value).
 
   Args:
     waveform: [batch, time] float32.
@@ -206,24 +247,41 @@ def pooled_energies_fft(waveform, gabor_kernel, pooling_windows,
   length = waveform.shape[1]
   if length is None:
     length = tf.shape(waveform)[1]
+  batch = tf.shape(waveform)[0]
+  channels = gabor_kernel.shape[0]
   pool_size = pooling_windows.shape[0]
+  pool_half = pool_size // 2
   frames, pad_left = same_padding(length, pool_size, stride)
-  span = (frames - 1 + -(-pool_size // stride)) * stride
-  reach = kernel_size - 1 - kernel_size // 2
-  n_fft = fft_length(_maximum(span, pad_left + length + reach))
-  n_fft = _maximum(n_fft, kernel_size)
-  shifted = tf.pad(waveform, [[0, 0], [pad_left, 0]])
-  spectrum = full_spectrum(tf.signal.rfft(shifted, [n_fft]), n_fft)
+  per_block = block_frames(frames if _is_static(frames) else None)
+  blocks = (frames + per_block - 1) // per_block
+  # Filter taps tau from -before to after (y[t] = sum x[t + tau] phi(tau)).
+  before, after = kernel_size // 2, kernel_size - 1 - kernel_size // 2
+  # In a block, frame j's window centre is at margin + j s; the windows
+  # start at `before`, where the filtered signal starts to be exact.
+  margin = pool_half + before
+  span = (per_block - 1 + -(-pool_size // stride)) * stride
+  n_fft = fft_length(max(
+      margin + stride * (per_block - 1) + pool_size - pool_half + after,
+      before + span, kernel_size))
+  spectra = block_spectra(waveform, length, pool_half - pad_left, margin,
+                          n_fft, stride * per_block, blocks)
   responses = gabor_responses(gabor_kernel, kernel_size, n_fft)
-  # conj(y_n), shifted by pad_left: [batch, n, span].
-  filtered = tf.signal.ifft(spectrum[:, None, :] * responses[None])
-  energies = squared_modulus(filtered[:, :, :span])
-  position = tf.range(span)
-  inside = tf.logical_and(position >= pad_left, position < pad_left + length)
-  energies = energies * tf.cast(inside, tf.float32)
-  pooled = pool_blocks(energies, tf.transpose(pooling_windows), stride, frames)
-  return tf.transpose(pooled, (0, 2, 1))
-
+  # conj(y_n) over the block's windows: [batch * blocks, n, span].
+  filtered = tf.signal.ifft(spectra[:, None, :] * responses[None])
+  energies = squared_modulus(filtered[:, :, before:before + span])
+  # Clip sample of every position, to zero the squared modulus outside.
+  position = (stride * per_block * tf.range(blocks)[:, None] +
+              (pool_half - pad_left - pool_half) + tf.range(span)[None])
+  inside = tf.cast(tf.logical_and(position >= 0, position < length),
+                   tf.float32)  # [blocks, span]
+  energies = tf.reshape(energies, [batch, blocks, channels, span]) * (
+      inside[None, :, None, :])
+  pooled = pool_blocks(tf.reshape(energies, [-1, channels, span]),
+                       tf.transpose(pooling_windows), stride, per_block)
+  pooled = tf.reshape(tf.transpose(tf.reshape(
+      pooled, [batch, blocks, channels, per_block]), (0, 1, 3, 2)),
+                      [batch, blocks * per_block, channels])
+  return pooled[:, :frames]
 
 
 # The banded formulation. Frequencies are in bins of the block FFT (2 pi /
@@ -262,9 +320,6 @@ LOOSE = Tolerance(gauss_width=3.5, sidelobe_energy=3e-5, pool_width=3.)
 # The Gaussian closed form replaces the truncated filter's response when the
 # envelope at the last tap is below this fraction of its peak.
 _TRUNCATION = 1e-4
-# Output frames per FFT block (clips of at most this many frames are one
-# block, sized to the clip).
-FRAMES_PER_BLOCK = 100
 # Each channel's band is gathered as whole chunks of this many consecutive
 # bins (TensorFlow gathers long slices much faster than single elements); the
 # band is demodulated by its first chunk's first bin, which changes its phase
@@ -422,23 +477,29 @@ class BandedPlan:
     self.order = np.argsort(np.concatenate([g.channels for g in self.groups]))
 
   def _fits(self, filter_bins, pool_bins, truncated, xp):
-    fits = []
+    """Per-channel validity (NumPy or TensorFlow, xp = np or tf).
+
+    A channel fits while the bins its filter needs are within the ones kept,
+    those and the pooling's bandwidth fit the grid (so that the pooling sum
+    on the grid stays exact), and, in the Gaussian part of a group, its
+    truncation stays negligible. Channels of a full-rate, every-bin group
+    are computed exactly whatever their weights.
+    """
+    reach = np.zeros(len(self.order), np.float32)
+    size = np.zeros(len(self.order), np.float32)
+    gaussian = np.zeros(len(self.order), bool)
+    exact = np.zeros(len(self.order), bool)
     for group in self.groups:
-      size = self.n_fft // group.decimation
-      if size == self.n_fft:
-        continue  # every bin and every sample: always exact.
       channels = np.array(group.channels)
-      take = (lambda v: tf.gather(v, channels)) if xp is tf else (
-          lambda v: v[channels])
-      bins, pool = take(filter_bins), take(pool_bins)
-      ok = xp.logical_and(bins <= group.reach.astype(np.float32),
-                          2. * bins + 1. + pool <= size)
-      gaussian = np.arange(len(channels)) >= group.truncated
-      fits.append(xp.logical_and(ok, xp.logical_not(xp.logical_and(
-          take(truncated), gaussian))))
-    if not fits:
-      return np.array([True]) if xp is np else tf.constant([True])
-    return np.concatenate(fits) if xp is np else tf.concat(fits, 0)
+      reach[channels] = group.reach
+      size[channels] = self.n_fft // group.decimation
+      gaussian[channels[group.truncated:]] = True
+      exact[channels] = self.n_fft // group.decimation == self.n_fft
+    fits = xp.logical_and(filter_bins <= reach,
+                          2. * filter_bins + 1. + pool_bins <= size)
+    fits = xp.logical_and(fits, xp.logical_not(xp.logical_and(truncated,
+                                                              gaussian)))
+    return xp.logical_or(fits, exact)
 
   def is_valid(self, sigma, pool_windows):
     """Whether NumPy weights are still computed accurately by the plan.
@@ -514,12 +575,8 @@ def pooled_energies_banded(waveform, gabor_kernel, pooling_windows,
   blocks = (frames + plan.frames_per_block - 1) // plan.frames_per_block
   # Block b's FFT starts `margin` samples before frame (b * frames per
   # block)'s centre.
-  offset = margin - first_centre
-  padded_length = (blocks - 1) * plan.hop + n_fft
-  padded = tf.pad(waveform,
-                  [[0, 0], [offset, padded_length - offset - length]])
-  chunks = tf.signal.frame(padded, n_fft, plan.hop)  # [batch, blocks, n_fft]
-  spectrum = full_spectrum(tf.signal.rfft(chunks, [n_fft]), n_fft)
+  spectrum = block_spectra(waveform, length, first_centre, margin, n_fft,
+                           plan.hop, blocks)
   # [batch * blocks, n_fft / CHUNK + 1, CHUNK]: the spectrum in chunks, and
   # one more chunk of zeros that the bands' padding reads.
   spectrum = tf.pad(tf.reshape(spectrum, [batch * blocks, n_fft]),
@@ -691,12 +748,7 @@ class FilterbankEnergies:
     Made from the current weights, or reused while they stay within its
     tolerance.
     """
-    if frames is None or frames > FRAMES_PER_BLOCK:
-      blocks = 1 if frames is None else -(-frames // FRAMES_PER_BLOCK)
-      per_block = (FRAMES_PER_BLOCK if frames is None
-                   else -(-frames // blocks))
-    else:
-      per_block = frames
+    per_block = block_frames(frames)
     sigma, windows = self._current_values()
     plan = self._plans.get(per_block)
     if plan is None or not plan.is_valid(sigma, windows):
