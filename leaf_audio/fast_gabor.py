@@ -266,9 +266,9 @@ def pooled_energies_fft(waveform, gabor_kernel, pooling_windows,
   spectra = block_spectra(waveform, length, pool_half - pad_left, margin,
                           n_fft, stride * per_block, blocks)
   responses = gabor_responses(gabor_kernel, kernel_size, n_fft)
-  # conj(y_n) over the block's windows: [batch * blocks, n, span].
+  # |y_n|^2 over the block's windows: [batch * blocks, n, span].
   filtered = tf.signal.ifft(spectra[:, None, :] * responses[None])
-  energies = squared_modulus(filtered[:, :, before:before + span])
+  energies = squared_modulus(filtered)[:, :, before:before + span]
   # Clip sample of every position, to zero the squared modulus outside.
   position = (stride * per_block * tf.range(blocks)[:, None] +
               (pool_half - pad_left - pool_half) + tf.range(span)[None])
@@ -673,9 +673,13 @@ def pooled_energies_banded(waveform, gabor_kernel, pooling_windows,
   pooled = tf.gather(tf.concat(pooled, 2), plan.order, axis=2)
   pooled = tf.reshape(tf.transpose(pooled, (0, 1, 3, 2)),
                       [batch, blocks * plan.frames_per_block, -1])[:, :frames]
-  corrections = tf.gather(tf.concat(corrections, 1), plan.order, axis=1)
-  placement = tf.one_hot(edge_frames, frames)  # out-of-range rows are 0
-  return pooled - tf.einsum('bne,ef->bfn', corrections, placement)
+  corrections = tf.transpose(tf.gather(tf.concat(corrections, 1), plan.order,
+                                       axis=1), (0, 2, 1))  # [batch, 4, n]
+  # [batch, frames, 4]: which frame each correction goes to (out-of-range
+  # edge frames of short clips go nowhere).
+  placement = tf.broadcast_to(tf.transpose(tf.one_hot(edge_frames, frames)),
+                              [batch, frames, 4])
+  return pooled - tf.matmul(placement, corrections)
 
 
 IMPLEMENTATIONS = ('conv', 'fast')
