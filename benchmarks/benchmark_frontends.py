@@ -110,6 +110,17 @@ def measure(names, batch, seconds, rounds):
           for name in names}
 
 
+def _cpu_name():
+  try:
+    with open('/proc/cpuinfo') as cpuinfo:
+      for line in cpuinfo:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--batches', type=int, nargs='+', default=[1, 32])
@@ -120,9 +131,9 @@ def main():
                       choices=list(FRONTENDS))
   args = parser.parse_args()
   names = ['Mel'] + [n for n in args.frontends if n != 'Mel']
-  print(f'Machine: {platform.processor() or platform.machine()}, '
-        f'{os.cpu_count()} CPU cores visible, TensorFlow {tf.__version__}, '
-        f'load average {os.getloadavg()[0]:.1f} at start.\n')
+  print(f'Machine: {_cpu_name()}, {os.cpu_count()} CPU cores visible, '
+        f'TensorFlow {tf.__version__}, load average '
+        f'{os.getloadavg()[0]:.1f} at start.\n')
   print('| frontend | batch | clip | forward ms | fwd+bwd ms | forward / mel '
         '| fwd+bwd / mel | peak MB (fwd+bwd) | peak / mel |')
   print('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
