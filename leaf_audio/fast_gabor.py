@@ -50,21 +50,18 @@ _SMOOTH_LENGTHS = np.array(sorted(
     if 2**a * 3**b * 5**c <= 2**30 and (a >= 4 or b == c == 0)), np.int64)
 
 
-def fft_length(min_length):
-  """The smallest fast FFT length >= min_length (see `_SMOOTH_LENGTHS`).
+def fft_length(min_length: int, multiple: int = 1) -> int:
+  """The smallest fast FFT length >= min_length that `multiple` divides.
 
   Args:
-    min_length: a Python int, or a scalar int32 tensor when the clip length is
-      only known when the graph runs.
+    min_length: the least length.
+    multiple: a number the length must be a multiple of.
 
   Returns:
-    A Python int, or a scalar int32 tensor.
+    A length from `_SMOOTH_LENGTHS`.
   """
-  if _is_static(min_length):
-    return int(_SMOOTH_LENGTHS[np.searchsorted(_SMOOTH_LENGTHS, min_length)])
-  table = tf.constant(_SMOOTH_LENGTHS.astype(np.int32))
-  index = tf.searchsorted(table, tf.reshape(min_length, [1]))
-  return tf.gather(table, index)[0]
+  return int(next(n for n in _SMOOTH_LENGTHS[
+      np.searchsorted(_SMOOTH_LENGTHS, min_length):] if n % multiple == 0))
 
 
 def same_padding(length, kernel_size: int, stride: int):
@@ -147,21 +144,22 @@ def gabor_responses(kernel, kernel_size: int, n_fft):
   return tf.signal.ifft(circular) * tf.complex(tf.cast(n_fft, tf.float32), 0.)
 
 
-def pool_blocks(energies, windows, stride: int, frames):
+def pool_blocks(energies, windows, stride: int, frames, first_block=0):
   """Strided per-channel window sums as one batched matrix product.
 
-  `pooled[b, n, k] = sum_u energies[b, n, k s + u] windows[n, u]`, computed
-  with the signal cut into blocks of s samples: a window of W taps spans
-  ceil(W / s) blocks, so every frame is the sum of ceil(W / s) block-by-window
-  dot products, all obtained by one [.., blocks, s] x [s, ceil(W / s)]
-  product.
+  `pooled[b, n, k] = sum_u energies[b, n, (first_block + k) s + u]
+  windows[n, u]`, computed with the signal cut into blocks of s samples: a
+  window of W taps spans ceil(W / s) blocks, so every frame is the sum of
+  ceil(W / s) block-by-window dot products, all obtained by one
+  [.., blocks, s] x [s, ceil(W / s)] product.
 
   Args:
-    energies: [batch, n, (frames - 1 + ceil(W / s)) * s] float32, already
-      padded so that frame k starts at sample k s.
+    energies: [batch, n, length] float32, length a multiple of s of at least
+      (first_block + frames - 1 + ceil(W / s)) s.
     windows: [n, W] float32 pooling windows.
     stride: s.
     frames: number of output frames.
+    first_block: the block where frame 0's window starts.
 
   Returns:
     [batch, n, frames] float32.
@@ -178,8 +176,9 @@ def pool_blocks(energies, windows, stride: int, frames):
   windows = tf.broadcast_to(tf.transpose(windows, (0, 2, 1))[None],
                             [shape[0], channels, stride, blocks_per_window])
   partial = tf.matmul(blocks, windows)
-  return tf.add_n([partial[:, :, j:j + frames, j]
-                   for j in range(blocks_per_window)])
+  return tf.add_n([
+      partial[:, :, first_block + j:first_block + j + frames, j]
+      for j in range(blocks_per_window)])
 
 
 # Output frames per FFT block: clips of more frames are cut into blocks of
@@ -258,28 +257,31 @@ def pooled_energies_fft(waveform, gabor_kernel, pooling_windows,
   blocks = (frames + per_block - 1) // per_block
   # Filter taps tau from -before to after (y[t] = sum x[t + tau] phi(tau)).
   before, after = kernel_size // 2, kernel_size - 1 - kernel_size // 2
-  # In a block, frame j's window centre is at margin + j s; the windows
-  # start at `before`, where the filtered signal starts to be exact.
-  margin = pool_half + before
-  span = (per_block - 1 + -(-pool_size // stride)) * stride
+  # In a block, frame j's window centre is at margin + j s; the first window
+  # starts a whole number of strides in (for `pool_blocks`), at least
+  # `before` in, where the filtered signal starts to be exact.
+  first_block = -(-before // stride)
+  margin = pool_half + first_block * stride
+  last = margin + stride * (per_block - 1) + pool_size - pool_half
   n_fft = fft_length(max(
-      margin + stride * (per_block - 1) + pool_size - pool_half + after,
-      before + span, kernel_size))
+      last + after,
+      (first_block + per_block - 1 + -(-pool_size // stride)) * stride,
+      kernel_size), stride)
   spectra = block_spectra(waveform, length, pool_half - pad_left, margin,
                           n_fft, stride * per_block, blocks)
   responses = gabor_responses(gabor_kernel, kernel_size, n_fft)
-  # |y_n|^2 over the block's windows: [batch * blocks, n, span].
-  filtered = tf.signal.ifft(spectra[:, None, :] * responses[None])
-  energies = squared_modulus(filtered)[:, :, before:before + span]
-  # Clip sample of every position, to zero the squared modulus outside.
-  position = (stride * per_block * tf.range(blocks)[:, None] +
-              (pool_half - pad_left - pool_half) + tf.range(span)[None])
-  inside = tf.cast(tf.logical_and(position >= 0, position < length),
-                   tf.float32)  # [blocks, span]
-  energies = tf.reshape(energies, [batch, blocks, channels, span]) * (
-      inside[None, :, None, :])
-  pooled = pool_blocks(tf.reshape(energies, [-1, channels, span]),
-                       tf.transpose(pooling_windows), stride, per_block)
+  # |y_n|^2 in every block: [batch * blocks, n, n_fft].
+  energies = squared_modulus(
+      tf.signal.ifft(spectra[:, None, :] * responses[None]))
+  # Clip sample of every position, to zero |y|^2 outside the clip.
+  position = (stride * per_block * tf.range(blocks)[:, None] - pad_left -
+              first_block * stride + tf.range(n_fft)[None])
+  inside = tf.logical_and(position >= 0, position < length)
+  energies = tf.reshape(energies, [batch, blocks, channels, n_fft]) * (
+      tf.cast(inside, tf.float32)[None, :, None, :])
+  pooled = pool_blocks(tf.reshape(energies, [-1, channels, n_fft]),
+                       tf.transpose(pooling_windows), stride, per_block,
+                       first_block)
   pooled = tf.reshape(tf.transpose(tf.reshape(
       pooled, [batch, blocks, channels, per_block]), (0, 1, 3, 2)),
                       [batch, blocks * per_block, channels])
@@ -450,12 +452,13 @@ class BandedPlan:
     self.decimations = [d for d in range(step, 0, -1) if step % d == 0]
     # Context on each side of a block's frames: the pooling window's and the
     # filter's reach, and slack for the band-limited responses' tails.
-    reach = max(self.pool_half + kernel_size // 2 + kernel_size // 5,
-                self.pool_half + stride + step)
-    self.margin = -(-reach // step) * step
+    # The first window starts a whole number of strides into the block, so
+    # that the grid pools in whole blocks of the stride (`pool_blocks`).
+    reach = kernel_size // 2 + kernel_size // 5
+    self.margin = self.pool_half + stride * -(-reach // stride)
     span = 2 * self.margin + stride * (frames_per_block - 1)
-    self.n_fft = int(next(n for n in _SMOOTH_LENGTHS
-                          if n >= span and n % (CHUNK * step) == 0))
+    self.n_fft = fft_length(
+        span, CHUNK * step * stride // math.gcd(CHUNK * step, stride))
     self.hop = stride * frames_per_block
     filter_bins, pool_bins, truncated = _half_widths(
         sigma, _pool_std(pool_windows), kernel_size, self.n_fft, STRICT)
@@ -648,13 +651,9 @@ def pooled_energies_banded(waveform, gabor_kernel, pooling_windows,
     if decimation > 1:
       ends[[0, -1]] = (decimation + 1.) / (2. * decimation)
     grid_windows = grid_windows * (ends / decimation)
-    start = (margin - pool_half) // decimation
-    grid_stride = stride // decimation
-    blocks_per_window = -(-(2 * taps + 1) // grid_stride)
-    span = (plan.frames_per_block - 1 + blocks_per_window) * grid_stride
-    group_pooled = pool_blocks(energies[:, :, start:start + span],
-                               grid_windows, grid_stride,
-                               plan.frames_per_block)
+    group_pooled = pool_blocks(energies, grid_windows, stride // decimation,
+                               plan.frames_per_block,
+                               (margin - pool_half) // stride)
     pooled.append(tf.reshape(group_pooled, [batch, blocks, n_group,
                                             plan.frames_per_block]))
     # Edge frames: the window's part outside the clip, from the grid by
