@@ -622,8 +622,10 @@ def pooled_energies_banded(waveform, gabor_kernel, pooling_windows,
         n_fft // CHUNK)
     selected = tf.reshape(tf.gather(spectrum, chunk_index, axis=1),
                           [batch * blocks, n_group, size])
-    bins = tf.math.floormod(
-        (first_chunk * CHUNK)[:, None] + np.arange(size), n_fft)
+    # The kept bins, not wrapped (so negative below bin 0, past n_fft above
+    # it) and wrapped: [n_g, size].
+    unwrapped = (first_chunk * CHUNK)[:, None] + np.arange(size)
+    bins = tf.math.floormod(unwrapped, n_fft)
     responses = []
     if group.truncated:
       truncated = channels[:group.truncated]
@@ -632,11 +634,8 @@ def pooled_energies_banded(waveform, gabor_kernel, pooling_windows,
       responses.append(tf.gather(exact, bins[:group.truncated], batch_dims=1))
     if group.truncated < n_group:
       gaussian = channels[group.truncated:]
-      offset_freq = (tf.cast(bins[group.truncated:], tf.float32) *
+      offset_freq = (tf.cast(unwrapped[group.truncated:], tf.float32) *
                      (2. * math.pi / n_fft) - tf.gather(eta, gaussian)[:, None])
-      # Wrapped to [-pi, pi): the centre may sit near 0 or pi.
-      offset_freq = tf.math.floormod(offset_freq + math.pi,
-                                     2. * math.pi) - math.pi
       responses.append(tf.complex(tf.exp(-0.5 * tf.square(
           tf.gather(sigma, gaussian)[:, None] * offset_freq)), 0.))
     response = tf.concat(responses, 0) if len(responses) > 1 else responses[0]
