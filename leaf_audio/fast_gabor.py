@@ -13,8 +13,9 @@ computes this as a direct convolution of 2N real filters at the full sample
 rate. This module has two other formulations of the same P:
 
 - `pooled_energies_fft`, exact up to float32 rounding: the filtering by FFT
-  (one rFFT of the clip, one inverse FFT per channel), the squared modulus,
-  and the pooling as one batched matrix product over blocks of s samples.
+  (overlap-save blocks of 100 frames: one FFT per block, one inverse FFT per
+  block and channel), the squared modulus, and the pooling as one batched
+  matrix product over blocks of s samples (`pool_blocks`).
 - `pooled_energies_banded`, the fast mode (see `BandedPlan`): each channel is
   filtered in the frequency domain only over the bins where its response is
   not negligible, demodulated to baseband and evaluated at a reduced rate
@@ -24,6 +25,7 @@ rate. This module has two other formulations of the same P:
 
 Both take the weights of the layers they replace, so that the parameters,
 their layout and the output shape are those of the original.
+`FilterbankEnergies` picks one for `Leaf(implementation=...)`.
 """
 
 import math
@@ -703,10 +705,11 @@ class FilterbankEnergies:
 
   In the fast mode, the `BandedPlan` is made from the weights when the layer
   is traced (and, when it runs eagerly, whenever the weights have left the
-  plan's margins); in a traced function the weights are checked at every
-  call, and the exact computation runs instead while they are outside the
-  plan, so that training never silently degrades the output. A plan is made
-  again at the next trace.
+  plan's `LOOSE` tolerance); in a traced function the weights are checked at
+  every call, and the exact computation runs instead (a `tf.cond`) while
+  they are outside the plan, so that training never silently degrades the
+  output. A plan is made again at the next trace. Pooling windows of an even
+  length (no banded form here) are always computed exactly.
 
   Args:
     gabor_conv: the `GaborConv1D` layer (2 n filters, stride 1, 'same').
