@@ -325,7 +325,7 @@ STRICT = Tolerance(gauss_width=4., sidelobe_energy=3e-6, pool_width=3.5)
 LOOSE = Tolerance(gauss_width=3.5, sidelobe_energy=3e-5, pool_width=3.)
 # The Gaussian closed form replaces the truncated filter's response when the
 # envelope at the last tap is below this fraction of its peak.
-_TRUNCATION = 1e-4
+_TRUNCATION = 1e-3
 # Each channel's band is gathered as whole chunks of this many consecutive
 # bins (TensorFlow gathers long slices much faster than single elements); the
 # band is demodulated by its first chunk's first bin, which changes its phase
