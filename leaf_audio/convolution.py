@@ -152,17 +152,77 @@ class GaborConstraint(keras.constraints.Constraint):
     return {'kernel_size': self._kernel_size}
 
 
-def _check_filters_args(filters, kernel_size, strides):
-  if filters < 2 or filters % 2:
+class _FilterbankConv1D(keras.layers.Layer):
+  """What the filterbank convolutions share: arguments, bias, call, config.
+
+  Subclasses create `self.kernel` in `build` (then call `_build_bias`) and
+  define `impulse_responses()`, the [kernel_size, 1, channels] real filters.
+
+  Args:
+    filters: the `filters` argument of the subclass.
+    kernel_size: number of taps of each filter.
+    strides: convolution stride.
+    padding: 'same' or 'valid'.
+    use_bias: whether to add a bias per output channel.
+    kernel_initializer: initializer of the kernel.
+    kernel_regularizer: optional regularizer of the kernel.
+    name: layer name.
+    trainable: whether the kernel is learned.
+  """
+
+  def __init__(self, filters, kernel_size, strides, padding, use_bias,
+               kernel_initializer, kernel_regularizer, name, trainable,
+               **kwargs):
+    super().__init__(name=name, trainable=trainable, **kwargs)
+    if filters < 1 or kernel_size < 1 or strides < 1:
+      raise ValueError('filters, kernel_size and strides must be positive, '
+                       f'got {filters}, {kernel_size}, {strides}.')
+    self.filters = filters
+    self.kernel_size = kernel_size
+    self.strides = strides
+    self.padding = padding.lower()
+    self.use_bias = use_bias
+    self.kernel_initializer = keras.initializers.get(kernel_initializer)
+    self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+
+  def _build_bias(self, channels):
+    self.bias = None
+    if self.use_bias:
+      self.bias = self.add_weight(name='bias', shape=(channels,),
+                                  initializer='zeros')
+
+  def call(self, inputs):
+    filters = ops.cast(self.impulse_responses(), inputs.dtype)
+    outputs = ops.conv(inputs, filters, strides=self.strides,
+                       padding=self.padding)
+    if self.bias is not None:
+      outputs = outputs + self.bias
+    return outputs
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        'filters': self.filters,
+        'kernel_size': self.kernel_size,
+        'strides': self.strides,
+        'padding': self.padding,
+        'use_bias': self.use_bias,
+        'kernel_initializer': keras.initializers.serialize(
+            self.kernel_initializer),
+        'kernel_regularizer': keras.regularizers.serialize(
+            self.kernel_regularizer),
+    })
+    return config
+
+
+def _check_even(filters):
+  if filters % 2:
     raise ValueError(f'filters counts real and imaginary parts and must be a '
                      f'positive even number, got {filters}.')
-  if kernel_size < 1 or strides < 1:
-    raise ValueError(f'kernel_size and strides must be positive, got '
-                     f'{kernel_size} and {strides}.')
 
 
 @utils.register
-class GaborConv1D(keras.layers.Layer):
+class GaborConv1D(_FilterbankConv1D):
   """Convolution with complex Gabor filters, as 2N real filters (Eq. 3-4).
 
   Each of the `filters // 2` complex filters is parametrized by its center
@@ -203,16 +263,10 @@ class GaborConv1D(keras.layers.Layer):
                kernel_regularizer=None, name=None, trainable=True,
                sort_filters=False, **kwargs):
     del input_shape  # Keras infers it.
-    super().__init__(name=name, trainable=trainable, **kwargs)
-    _check_filters_args(filters, kernel_size, strides)
-    self.filters = filters
-    self.kernel_size = kernel_size
-    self.strides = strides
-    self.padding = padding.lower()
-    self.use_bias = use_bias
-    self.kernel_initializer = keras.initializers.get(
-        kernel_initializer or initializers.GaborInit())
-    self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+    _check_even(filters)
+    super().__init__(filters, kernel_size, strides, padding, use_bias,
+                     kernel_initializer or initializers.GaborInit(),
+                     kernel_regularizer, name, trainable, **kwargs)
     self.sort_filters = sort_filters
 
   def build(self, input_shape):
@@ -223,10 +277,7 @@ class GaborConv1D(keras.layers.Layer):
         initializer=self.kernel_initializer,
         regularizer=self.kernel_regularizer,
         constraint=GaborConstraint(self.kernel_size), autocast=False)
-    self.bias = None
-    if self.use_bias:
-      self.bias = self.add_weight(name='bias', shape=(self.filters,),
-                                  initializer='zeros')
+    self._build_bias(self.filters)
 
   def constrained_kernel(self, kernel=None):
     """The kernel (or `kernel`, values for it) clipped to its valid range,
@@ -244,33 +295,14 @@ class GaborConv1D(keras.layers.Layer):
                               (self.filters, self.kernel_size))
     return ops.transpose(interleaved)[:, None, :]
 
-  def call(self, inputs):
-    filters = ops.cast(self.impulse_responses(), inputs.dtype)
-    outputs = ops.conv(inputs, filters, strides=self.strides,
-                       padding=self.padding)
-    if self.bias is not None:
-      outputs = outputs + self.bias
-    return outputs
-
   def get_config(self):
     config = super().get_config()
-    config.update({
-        'filters': self.filters,
-        'kernel_size': self.kernel_size,
-        'strides': self.strides,
-        'padding': self.padding,
-        'use_bias': self.use_bias,
-        'kernel_initializer': keras.initializers.serialize(
-            self.kernel_initializer),
-        'kernel_regularizer': keras.regularizers.serialize(
-            self.kernel_regularizer),
-        'sort_filters': self.sort_filters,
-    })
+    config['sort_filters'] = self.sort_filters
     return config
 
 
 @utils.register
-class NormalizedConv1D(keras.layers.Layer):
+class NormalizedConv1D(_FilterbankConv1D):
   """A 1-D convolution whose filters have unit L2 norm (Section 3.1.1).
 
   Args:
@@ -297,17 +329,9 @@ class NormalizedConv1D(keras.layers.Layer):
                kernel_initializer='glorot_uniform', kernel_regularizer=None,
                name=None, trainable=True, **kwargs):
     del input_shape
-    super().__init__(name=name, trainable=trainable, **kwargs)
-    if filters < 1 or kernel_size < 1 or strides < 1:
-      raise ValueError('filters, kernel_size and strides must be positive, '
-                       f'got {filters}, {kernel_size}, {strides}.')
-    self.filters = filters
-    self.kernel_size = kernel_size
-    self.strides = strides
-    self.padding = padding.lower()
-    self.use_bias = use_bias
-    self.kernel_initializer = keras.initializers.get(kernel_initializer)
-    self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+    super().__init__(filters, kernel_size, strides, padding, use_bias,
+                     kernel_initializer, kernel_regularizer, name, trainable,
+                     **kwargs)
 
   def build(self, input_shape):
     self.kernel = self.add_weight(
@@ -315,37 +339,15 @@ class NormalizedConv1D(keras.layers.Layer):
         initializer=self.kernel_initializer,
         regularizer=self.kernel_regularizer,
         constraint=keras.constraints.UnitNorm(axis=0))
-    self.bias = None
-    if self.use_bias:
-      self.bias = self.add_weight(name='bias', shape=(self.filters,),
-                                  initializer='zeros')
+    self._build_bias(self.filters)
 
-  def call(self, inputs):
-    kernel = self.kernel.constraint(self.kernel)
-    outputs = ops.conv(inputs, kernel, strides=self.strides,
-                       padding=self.padding)
-    if self.bias is not None:
-      outputs = outputs + self.bias
-    return outputs
-
-  def get_config(self):
-    config = super().get_config()
-    config.update({
-        'filters': self.filters,
-        'kernel_size': self.kernel_size,
-        'strides': self.strides,
-        'padding': self.padding,
-        'use_bias': self.use_bias,
-        'kernel_initializer': keras.initializers.serialize(
-            self.kernel_initializer),
-        'kernel_regularizer': keras.regularizers.serialize(
-            self.kernel_regularizer),
-    })
-    return config
+  def impulse_responses(self):
+    """The filters scaled to unit L2 norm, [kernel_size, 1, filters]."""
+    return self.kernel.constraint(self.kernel)
 
 
 @utils.register
-class SincConv1D(keras.layers.Layer):
+class SincConv1D(_FilterbankConv1D):
   """Convolution with Hamming-windowed sinc band-pass filters (SincNet).
 
   Each of the `filters // 2` filters is parametrized by its lower cutoff and
@@ -382,19 +384,14 @@ class SincConv1D(keras.layers.Layer):
                kernel_regularizer=None, name=None, trainable=True,
                sample_rate=16000, min_low_hz=50., min_band_hz=50., **kwargs):
     del input_shape
-    super().__init__(name=name, trainable=trainable, **kwargs)
-    _check_filters_args(filters, kernel_size, strides)
+    _check_even(filters)
     if kernel_size % 2 != 1:
       raise ValueError(f'SincConv1D needs an odd kernel_size, got '
                        f'{kernel_size}.')
-    self.filters = filters
-    self.kernel_size = kernel_size
-    self.strides = strides
-    self.padding = padding.lower()
-    self.use_bias = use_bias
-    self.kernel_initializer = keras.initializers.get(
-        kernel_initializer or initializers.SincInit(sample_rate=sample_rate))
-    self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+    super().__init__(
+        filters, kernel_size, strides, padding, use_bias,
+        kernel_initializer or initializers.SincInit(sample_rate=sample_rate),
+        kernel_regularizer, name, trainable, **kwargs)
     self.sample_rate = sample_rate
     self.min_low_hz = min_low_hz
     self.min_band_hz = min_band_hz
@@ -407,10 +404,7 @@ class SincConv1D(keras.layers.Layer):
         name='kernel', shape=(self.filters // 2, 2),
         initializer=self.kernel_initializer,
         regularizer=self.kernel_regularizer, autocast=False)
-    self.bias = None
-    if self.use_bias:
-      self.bias = self.add_weight(name='bias', shape=(self.filters // 2,),
-                                  initializer='zeros')
+    self._build_bias(self.filters // 2)
 
   def impulse_responses(self):
     """The windowed band-pass filters, [kernel_size, 1, filters // 2]."""
@@ -421,26 +415,9 @@ class SincConv1D(keras.layers.Layer):
         low[None, :], high[None, :], self.kernel_size, self.sample_rate)
     return (band_pass * self._window[:, None])[:, None, :]
 
-  def call(self, inputs):
-    filters = ops.cast(self.impulse_responses(), inputs.dtype)
-    outputs = ops.conv(inputs, filters, strides=self.strides,
-                       padding=self.padding)
-    if self.bias is not None:
-      outputs = outputs + self.bias
-    return outputs
-
   def get_config(self):
     config = super().get_config()
     config.update({
-        'filters': self.filters,
-        'kernel_size': self.kernel_size,
-        'strides': self.strides,
-        'padding': self.padding,
-        'use_bias': self.use_bias,
-        'kernel_initializer': keras.initializers.serialize(
-            self.kernel_initializer),
-        'kernel_regularizer': keras.regularizers.serialize(
-            self.kernel_regularizer),
         'sample_rate': self.sample_rate,
         'min_low_hz': self.min_low_hz,
         'min_band_hz': self.min_band_hz,
