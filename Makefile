@@ -17,3 +17,7 @@ venv: $(VENV)/.installed
 
 test: venv
 	$(PY) -m pytest -q tests
+
+.PHONY: demo
+demo: venv
+	$(PY) -m example.demo

@@ -203,6 +203,16 @@ def test_multitask_loss_counts_each_example_on_its_own_head():
   assert got['b_accuracy'] == pytest.approx(np.mean(correct['b']))
 
 
+def test_validation_batches_are_counted_so_no_step_runs_past_the_end():
+  windows = tf.data.Dataset.range(5).flat_map(
+      lambda n: tf.data.Dataset.range(n)).batch(4)
+  assert windows.cardinality() == tf.data.UNKNOWN_CARDINALITY
+  counted = train.with_counted_batches(windows)
+  assert counted.cardinality() == 3  # 10 elements in batches of 4.
+  assert [b.tolist() for b in counted.as_numpy_iterator()] == [
+      b.tolist() for b in windows.as_numpy_iterator()]
+
+
 def test_multilabel_reports_map_auc_and_d_prime(corpus, tmp_path):
   workdir = str(tmp_path / 'run')
   results = _run('mel', _bindings(workdir, corpus['root'], corpus['data_dir'],
