@@ -5,8 +5,7 @@
 process of the training program, on the three tasks of `data/demo_corpus`.
 It then prints one row per frontend and task: test accuracy, chance level
 (1 / number of classes) and their ratio, and writes the same table to
-`runs/demo/summary.md`. (The demo configs add white noise at 15 dB SNR to
-the training, validation and test clips alike; see `configs/demo.gin`.)
+`runs/demo/summary.md`.
 
 A run whose workdir already holds its test metrics, its export and a state
 with every epoch done is reused as it is; an interrupted run resumes where it
