@@ -90,6 +90,12 @@ def check_waveform(inputs, layer_name: str):
       'waveforms must be finite floats in [-1, 1]')
 
 
+def _framed_shape(input_shape, stride, n_filters):
+  """[batch, ceil(time / stride), n_filters]: 'SAME' framing of waveforms."""
+  frames = None if input_shape[1] is None else -(-input_shape[1] // stride)
+  return (input_shape[0], frames, n_filters)
+
+
 def _serialize_class(cls):
   return {'module': cls.__module__, 'class_name': cls.__name__}
 
@@ -343,10 +349,7 @@ class Leaf(keras.layers.Layer):
     return ops.cast(outputs, self.compute_dtype)
 
   def compute_output_shape(self, input_shape):
-    frames = None
-    if input_shape[1] is not None:
-      frames = -(-input_shape[1] // self.stride)
-    return (input_shape[0], frames, self.n_filters)
+    return _framed_shape(input_shape, self.stride, self.n_filters)
 
   def get_config(self):
     config = super().get_config()
@@ -556,10 +559,7 @@ class MelFilterbanks(keras.layers.Layer):
     return self.compression_fn(mel_energies)
 
   def compute_output_shape(self, input_shape):
-    frames = None
-    if input_shape[1] is not None:
-      frames = -(-input_shape[1] // self.stride)
-    return (input_shape[0], frames, self.n_filters)
+    return _framed_shape(input_shape, self.stride, self.n_filters)
 
   def get_config(self):
     config = super().get_config()
