@@ -28,6 +28,7 @@ from example import data
 from example import evaluation
 from example import export
 from example import tasks as tasks_lib
+from leaf_audio import callbacks as leaf_callbacks
 from leaf_audio import models
 
 STRATEGIES = ('default', 'mirrored', 'multi_worker_mirrored', 'tpu')
@@ -213,8 +214,9 @@ def train(workdir: str = '/tmp/leaf_audio',
               epochs=num_epochs, initial_epoch=initial_epoch,
               steps_per_epoch=steps_per_epoch, verbose=verbose,
               shuffle=False,
-              callbacks=[best, callbacks.ScalarSummaries(
-                  os.path.join(workdir, 'tensorboard')), state])
+              callbacks=[leaf_callbacks.RefreshFastPlans(), best,
+                         callbacks.ScalarSummaries(
+                             os.path.join(workdir, 'tensorboard')), state])
   with open(os.path.join(workdir, 'operative_config.gin'), 'w') as f:
     f.write(gin.operative_config_str())
 

@@ -4,6 +4,7 @@ Importing the package registers every layer with gin and with Keras
 serialization.
 """
 
+from leaf_audio import callbacks
 from leaf_audio import convolution
 from leaf_audio import frontend
 from leaf_audio import impulse_responses

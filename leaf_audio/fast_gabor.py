@@ -28,6 +28,7 @@ their layout and the output shape are those of the original.
 `FilterbankEnergies` picks one for `Leaf(implementation=...)`.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -144,6 +145,95 @@ def gabor_responses(kernel, kernel_size: int, n_fft):
       taps[:, half:], tf.zeros([channels, n_fft - kernel_size], tf.complex64),
       taps[:, :half]], axis=1)
   return tf.signal.ifft(circular) * tf.complex(tf.cast(n_fft, tf.float32), 0.)
+
+
+@functools.lru_cache(maxsize=16)
+def _cosine_sine_basis(half: int, n_fft: int, bins: int):
+  """[2 half, bins] float32: cos(2 pi j tau / N) over sin(2 pi j tau / N).
+
+  Rows tau = 1 .. half, columns j = 0 .. bins - 1; the phases are reduced
+  modulo N in integers, so that they are exact whatever the product j tau.
+  """
+  phase = (np.arange(1, half + 1)[:, None] * np.arange(bins)[None, :]) % n_fft
+  phase = phase * (2. * math.pi / n_fft)
+  return np.concatenate([np.cos(phase), np.sin(phase)]).astype(np.float32)
+
+
+def band_gabor_responses(kernel, first_bin, kernel_size: int, n_fft: int,
+                         bins: int):
+  """`gabor_responses` over a band of bins only, for an odd W.
+
+  With a symmetric envelope a_n (tau from -W // 2 to W // 2), the demodulated
+  response H_n[nu] = A_n(2 pi nu / N - eta_n) of `gabor_responses` is real:
+  A_n(phi) = a_n(0) + 2 sum_{tau >= 1} a_n(tau) cos(phi tau). At the bins
+  nu = first_bin_n + j, phi = 2 pi j / N + delta_n with
+  delta_n = 2 pi first_bin_n / N - eta_n, so that by the angle-sum formula
+  every channel's response is one product with the same constant basis
+  (`_cosine_sine_basis`): far cheaper than an N-point transform per channel.
+
+  Args:
+    kernel: [n, 2] Gabor parameters (center frequency, sigma), constrained.
+    first_bin: [n] int, each channel's first bin (any integer: the response
+      is N-periodic in it).
+    kernel_size: W, odd.
+    n_fft: N.
+    bins: how many bins from each first bin.
+
+  Returns:
+    [n, bins] float32.
+  """
+  if kernel_size % 2 != 1:
+    raise ValueError(f'band_gabor_responses needs an odd number of taps, got '
+                     f'{kernel_size}.')
+  half = kernel_size // 2
+  eta, sigma = kernel[:, 0:1], kernel[:, 1:2]
+  tau = np.arange(1, half + 1, dtype=np.float32)[None, :]
+  peak = 1. / (math.sqrt(2. * math.pi) * sigma)  # a_n(0), [n, 1]
+  envelope = peak * tf.exp(-tf.square(tau) / (2. * tf.square(sigma)))
+  # delta_n as (first bin - centre bin, wrapped to [-N / 2, N / 2) in
+  # integers) + (centre bin - eta), both small: float32 keeps the phases
+  # delta_n tau accurate whatever first_bin is.
+  centre = tf.stop_gradient(
+      tf.cast(tf.round(eta[:, 0] * (n_fft / (2. * math.pi))), tf.int32))
+  offset = tf.math.floormod(first_bin - centre + n_fft // 2,
+                            n_fft) - n_fft // 2
+  delta = (tf.cast(offset, tf.float32)[:, None] * (2. * math.pi / n_fft) +
+           (tf.cast(centre, tf.float32)[:, None] * (2. * math.pi / n_fft) -
+            eta))
+  coefficients = tf.concat([2. * envelope * tf.cos(delta * tau),
+                            -2. * envelope * tf.sin(delta * tau)], axis=1)
+  return peak + tf.matmul(coefficients,
+                          _cosine_sine_basis(half, n_fft, bins))
+
+
+def _grid_interpolation_weights(values, decimation: int):
+  """Full-rate weights moved onto a grid of step D by linear interpolation.
+
+  out[..., m] = sum_k max(0, 1 - |k| / D) values[..., m D + k]: the weight
+  each grid point m gets when `values` (on offsets 0 .. L - 1) are spread
+  over their two neighbouring grid points. Offset m D + r (0 <= r < D) gives
+  1 - r / D of its value to point m and r / D to point m + 1, so this is one
+  product of the values cut in blocks of D with those two weight columns.
+
+  Args:
+    values: [..., L] float32, L - 1 a multiple of D.
+    decimation: D.
+
+  Returns:
+    [..., (L - 1) / D + 1] float32.
+  """
+  length = values.shape[-1]
+  points = (length - 1) // decimation + 1
+  blocks = tf.pad(values, [[0, 0]] * (len(values.shape) - 1) +
+                  [[0, points * decimation - length]])
+  blocks = tf.reshape(blocks, [-1, points, decimation])
+  fraction = np.arange(decimation, dtype=np.float32) / decimation
+  # (Sums of products rather than a [D, 2] matrix product: on small inputs
+  # they are several times faster on CPU.)
+  to_next = tf.reduce_sum(blocks * fraction, -1)
+  to_this = tf.reduce_sum(blocks, -1) - to_next
+  weights = to_this + tf.pad(to_next[:, :-1], [[0, 0], [1, 0]])
+  return tf.reshape(weights, tf.concat([tf.shape(values)[:-1], [points]], 0))
 
 
 def pool_blocks(energies, windows, stride: int, frames, first_block=0):
@@ -440,9 +530,10 @@ class BandedPlan:
                frames_per_block: int = FRAMES_PER_BLOCK):
     sigma = np.asarray(sigma, np.float64)
     pool_windows = np.asarray(pool_windows, np.float64)
-    if pool_windows.shape[0] % 2 == 0:
-      raise ValueError('The banded formulation needs pooling windows of an '
-                       f'odd length, got {pool_windows.shape[0]}.')
+    if pool_windows.shape[0] % 2 == 0 or kernel_size % 2 == 0:
+      raise ValueError('The banded formulation needs filters and pooling '
+                       'windows of an odd length, got '
+                       f'{kernel_size} and {pool_windows.shape[0]}.')
     self.kernel_size = kernel_size
     self.stride = stride
     self.pool_size = pool_windows.shape[0]
@@ -535,21 +626,6 @@ class BandedPlan:
             f'{self.groups})')
 
 
-def _hat_weights(decimation: int, pool_half: int):
-  """[2 r + 1, 2 pool_half + 1] linear-interpolation weights of grid taps.
-
-  Row i (grid offset (i - r) D, r = pool_half / D) holds the hat function
-  max(0, 1 - |u - (i - r) D| / D) at the full-rate offsets u = -pool_half ..
-  pool_half: the weights that estimate a full-rate sum over some of the u from
-  the grid.
-  """
-  taps = pool_half // decimation
-  grid = (np.arange(-taps, taps + 1) * decimation)[:, None]
-  offsets = np.arange(-pool_half, pool_half + 1)[None, :]
-  return np.maximum(0., 1. - np.abs(offsets - grid) / decimation).astype(
-      np.float32)
-
-
 def pooled_energies_banded(waveform, gabor_kernel, pooling_windows,
                            plan: BandedPlan):
   """Gabor filterbank energies, pooled, in the banded formulation (fast mode).
@@ -603,10 +679,9 @@ def pooled_energies_banded(waveform, gabor_kernel, pooling_windows,
   clip_position = (first_centre + stride * edge_frames)[:, None] + offsets
   outside = tf.cast(tf.concat(
       [clip_position[:2] < 0, clip_position[2:] >= length], 0), tf.float32)
-  # Full-rate weights of the edge frames' windows outside the clip:
-  # [n, 4 * (2 pool_half + 1)].
-  outside_windows = tf.reshape(windows[:, None, :] * outside[None],
-                               [-1, 4 * (2 * pool_half + 1)])
+  # The edge frames' windows outside the clip, full rate:
+  # [n, 4, 2 pool_half + 1].
+  outside_windows = windows[:, None, :] * outside[None]
   pooled, corrections = [], []
   for group in plan.groups:
     channels = np.array(group.channels)
@@ -625,18 +700,21 @@ def pooled_energies_banded(waveform, gabor_kernel, pooling_windows,
     selected = tf.reshape(tf.gather(spectrum, chunk_index, axis=1),
                           [batch * blocks, n_group, size])
     # The kept bins, not wrapped (so negative below bin 0, past n_fft above
-    # it) and wrapped: [n_g, size].
-    unwrapped = (first_chunk * CHUNK)[:, None] + np.arange(size)
-    bins = tf.math.floormod(unwrapped, n_fft)
+    # it): [n_g, size]. Beyond each channel's kept chunks the band is zero.
+    first_bin = first_chunk * CHUNK
+    kept = int(group.chunks.max()) * CHUNK
     responses = []
-    if group.truncated:
+    if group.truncated:  # the W-tap filters' own responses
       truncated = channels[:group.truncated]
-      exact = gabor_responses(tf.gather(gabor_kernel, truncated),
-                              plan.kernel_size, n_fft)
-      responses.append(tf.gather(exact, bins[:group.truncated], batch_dims=1))
-    if group.truncated < n_group:
+      exact = band_gabor_responses(
+          tf.gather(gabor_kernel, truncated), first_bin[:group.truncated],
+          plan.kernel_size, n_fft, kept)
+      responses.append(
+          tf.complex(tf.pad(exact, [[0, 0], [0, size - kept]]), 0.))
+    if group.truncated < n_group:  # the Gaussian closed form
       gaussian = channels[group.truncated:]
-      offset_freq = (tf.cast(unwrapped[group.truncated:], tf.float32) *
+      offset_freq = (tf.cast(first_bin[group.truncated:, None] +
+                             np.arange(size), tf.float32) *
                      (2. * math.pi / n_fft) - tf.gather(eta, gaussian)[:, None])
       responses.append(tf.complex(tf.exp(-0.5 * tf.square(
           tf.gather(sigma, gaussian)[:, None] * offset_freq)), 0.))
@@ -659,11 +737,8 @@ def pooled_energies_banded(waveform, gabor_kernel, pooling_windows,
                                             plan.frames_per_block]))
     # Edge frames: the window's part outside the clip, from the grid by
     # linear interpolation: [n_g, 4, 2 taps + 1].
-    excluded = tf.matmul(
-        tf.reshape(tf.gather(outside_windows, channels),
-                   [4 * n_group, 2 * pool_half + 1]),
-        _hat_weights(decimation, pool_half), transpose_b=True)
-    excluded = tf.reshape(excluded, [n_group, 4, 2 * taps + 1])
+    excluded = _grid_interpolation_weights(
+        tf.gather(outside_windows, channels), decimation)
     flat_index = (((edge_block * n_group)[None, :, None] +
                    np.arange(n_group)[:, None, None]) * size +
                   (edge_centre // decimation)[None, :, None] +
@@ -708,8 +783,8 @@ class FilterbankEnergies:
   plan's `LOOSE` tolerance); in a traced function the weights are checked at
   every call, and the exact computation runs instead (a `tf.cond`) while
   they are outside the plan, so that training never silently degrades the
-  output. A plan is made again at the next trace. Pooling windows of an even
-  length (no banded form here) are always computed exactly.
+  output. A plan is made again at the next trace. Filters and pooling windows
+  of an even length (no banded form here) are always computed exactly.
 
   Args:
     gabor_conv: the `GaborConv1D` layer (2 n filters, stride 1, 'same').
@@ -764,6 +839,22 @@ class FilterbankEnergies:
       self._plans[per_block] = plan
     return plan
 
+  def plans_fit_weights(self):
+    """Whether every plan made so far still fits the current weights.
+
+    A function traced with a plan that the weights have left computes
+    exactly (correct, at the exact computation's cost) until it is traced
+    again; `leaf_audio.callbacks.RefreshFastPlans` retraces a Keras model's
+    functions when this turns False.
+
+    Returns:
+      A Python bool; always True for the 'conv' implementation.
+    """
+    if self.implementation == 'conv' or not self._plans:
+      return True
+    sigma, windows = self._current_values()
+    return all(plan.is_valid(sigma, windows) for plan in self._plans.values())
+
   def __call__(self, waveform):
     """Pooled energies of a batch of waveforms.
 
@@ -780,7 +871,8 @@ class FilterbankEnergies:
       return pooled_energies_fft(waveform, kernel, windows, kernel_size,
                                  stride)
 
-    if self.implementation == 'conv' or self.pooling.kernel_size % 2 == 0:
+    if (self.implementation == 'conv' or self.pooling.kernel_size % 2 == 0 or
+        kernel_size % 2 == 0):
       return exact()
     length = waveform.shape[1]
     plan = self.plan(None if length is None else -(-length // stride))

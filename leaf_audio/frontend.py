@@ -351,6 +351,22 @@ class Leaf(keras.layers.Layer):
   def compute_output_shape(self, input_shape):
     return _framed_shape(input_shape, self.stride, self.n_filters)
 
+  def fast_plans_outdated(self):
+    """Whether training has moved the weights out of the fast mode's plans.
+
+    With `implementation='fast'`, a function traced with this layer keeps the
+    plan made for the weights at its tracing; once the weights leave it, the
+    function computes exactly (same results, the exact mode's cost) until it
+    is traced again. `leaf_audio.callbacks.RefreshFastPlans` does that for
+    `Model.fit`; a custom training loop can check this between steps and
+    trace its step function again.
+
+    Returns:
+      A Python bool (False unless the fast mode is in use).
+    """
+    return (self._filterbank_energies is not None and
+            not self._filterbank_energies.plans_fit_weights())
+
   def get_config(self):
     config = super().get_config()
     config.update(self._config)

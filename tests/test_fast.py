@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from leaf_audio import callbacks as leaf_callbacks
 from leaf_audio import fast_gabor
 from leaf_audio import frontend
 
@@ -155,10 +156,47 @@ def test_fast_plan_follows_the_weights(original):
   plan = fast._filterbank_energies._plans[50]
   assert not plan.is_valid(weights[0][:, 1],
                            np.asarray(fast._pooling.windows()[:, :, 0]))
+  assert fast.fast_plans_outdated() and not exact.fast_plans_outdated()
   expected = np.asarray(exact(waveforms))
   np.testing.assert_allclose(traced(waveforms), expected, rtol=1e-4,
                              atol=1e-5)
   assert relative_l2(np.asarray(fast(waveforms)), expected) < 0.01
+  assert not fast.fast_plans_outdated()  # the eager call planned again
+
+
+class _WidenOneBand(keras.callbacks.Callback):
+  """Quarters one Gabor sigma after the first step (a 4x wider band)."""
+
+  def on_train_batch_end(self, batch, logs=None):
+    if batch == 0:
+      leaf = self.model.layers[0]
+      weights = leaf.get_weights()
+      weights[0][20, 1] /= 4.
+      leaf.set_weights(weights)
+
+
+def test_refresh_fast_plans_retraces_fit_once_the_weights_leave_the_plan(
+    original):
+  """Model.fit's train function is made again once, then fits the weights."""
+  model = keras.Sequential([
+      keras.Input((8000,)), frontend.Leaf(implementation='fast'),
+      keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2)])
+  # A zero learning rate: only the callback above moves the weights.
+  model.compile(keras.optimizers.SGD(0.), keras.losses.
+                SparseCategoricalCrossentropy(from_logits=True))
+  refresh = leaf_callbacks.RefreshFastPlans(check_every=1)
+  waveforms = np.repeat(original['x'][:, :8000], 2, axis=0)
+  labels = np.arange(len(waveforms)) % 2
+  model.fit(waveforms, labels, batch_size=2, epochs=1, verbose=0,
+            callbacks=[_WidenOneBand(), refresh])
+  leaf = model.layers[0]
+  assert refresh.refreshes == 1
+  assert not leaf.fast_plans_outdated()
+  plan = leaf._filterbank_energies._plans[50]
+  assert plan.is_valid(leaf.get_weights()[0][:, 1],
+                       np.asarray(leaf._pooling.windows()[:, :, 0]))
+  with pytest.raises(ValueError, match='check_every'):
+    leaf_callbacks.RefreshFastPlans(check_every=0)
 
 
 def test_fast_keras_file_and_saved_model_round_trips(original, tmp_path):
@@ -219,3 +257,46 @@ def test_implementation_argument(original):
   np.testing.assert_allclose(plus_fast(waveforms), plus(waveforms), rtol=1e-6,
                              atol=1e-6)
   assert plus_fast.get_config()['implementation'] == 'fast'
+  # Windows of an even length (400 taps here) have no banded form either.
+  even, even_fast = (frontend.Leaf(window_len=24.9375, implementation=mode)
+                     for mode in ('conv', 'fast'))
+  even.build((None, None))
+  even_fast.build((None, None))
+  assert even.window_size == 400
+  np.testing.assert_allclose(even_fast(waveforms), even(waveforms),
+                             rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match='odd length, got 400 and 401'):
+    fast_gabor.BandedPlan(np.full(40, 50.), np.ones((401, 40)), 400, 160)
+
+
+@pytest.mark.parametrize('first_bin', [-37, 0, 5000, 17275])
+def test_band_gabor_responses_equal_the_full_transform(first_bin):
+  """The band of `gabor_responses` (an N-point inverse FFT), bin for bin."""
+  n_fft, bins = 17280, 864
+  kernel = tf.constant([[0.01, 96.], [0.3, 60.], [2.9, 5.]], tf.float32)
+  first = tf.constant([first_bin, first_bin + 3, first_bin - 3], tf.int32)
+  band = fast_gabor.band_gabor_responses(kernel, first, 401, n_fft, bins)
+  full = np.asarray(fast_gabor.gabor_responses(kernel, 401, n_fft))
+  index = (np.asarray(first)[:, None] + np.arange(bins)) % n_fft
+  expected = np.take_along_axis(full, index, axis=1)
+  # The responses peak at about 1 (the envelopes sum to 1): the errors are
+  # float32 rounding, in either computation.
+  assert np.abs(expected.imag).max() < 1e-6
+  np.testing.assert_allclose(band, expected.real, rtol=0, atol=2e-6)
+  with pytest.raises(ValueError, match='odd'):
+    fast_gabor.band_gabor_responses(kernel, first, 400, n_fft, bins)
+
+
+@pytest.mark.parametrize('decimation', [1, 4, 5, 20])
+def test_grid_interpolation_weights_are_the_hat_functions(decimation):
+  """Against the linear-interpolation (hat) weights written out in NumPy."""
+  half = 200
+  values = np.random.default_rng(0).uniform(
+      size=(3, 4, 2 * half + 1)).astype(np.float32)
+  taps = half // decimation
+  grid = np.arange(-taps, taps + 1)[:, None] * decimation
+  offsets = np.arange(-half, half + 1)[None, :]
+  hats = np.maximum(0., 1. - np.abs(offsets - grid) / decimation)
+  np.testing.assert_allclose(
+      fast_gabor._grid_interpolation_weights(tf.constant(values), decimation),
+      values @ hats.T, rtol=1e-5, atol=1e-5)
