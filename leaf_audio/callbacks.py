@@ -1,5 +1,6 @@
 """Keras callbacks for training the frontends."""
 
+from absl import logging
 import keras
 
 from leaf_audio import frontend
@@ -67,3 +68,6 @@ class RefreshFastPlans(keras.callbacks.Callback):
     self.model.test_function = None
     self.model.predict_function = None
     self.refreshes += 1
+    logging.info('Fast LEAF: the weights left the plan; the train, test and '
+                 'predict functions trace again (%d times so far).',
+                 self.refreshes)

@@ -359,7 +359,7 @@ class SincConv1D(_FilterbankConv1D):
     filters: twice the number of band-pass filters (the frontends pass
       2 * n_filters, as for complex filters; the output has filters // 2
       channels).
-    kernel_size: odd number of taps.
+    kernel_size: number of taps (even: filters centred between the middle two).
     strides: convolution stride.
     padding: 'same' or 'valid'.
     use_bias: whether to add a bias per output channel.
@@ -385,9 +385,9 @@ class SincConv1D(_FilterbankConv1D):
                sample_rate=16000, min_low_hz=50., min_band_hz=50., **kwargs):
     del input_shape
     _check_even(filters)
-    if kernel_size % 2 != 1:
-      raise ValueError(f'SincConv1D needs an odd kernel_size, got '
-                       f'{kernel_size}.')
+    if kernel_size < 2:
+      raise ValueError(f'SincConv1D needs at least 2 taps, got '
+                       f'kernel_size={kernel_size}.')
     super().__init__(
         filters, kernel_size, strides, padding, use_bias,
         kernel_initializer or initializers.SincInit(sample_rate=sample_rate),

@@ -51,20 +51,33 @@ def _maximum(a, b):
 _SMOOTH_LENGTHS = np.array(sorted(
     2**a * 3**b * 5**c for a in range(31) for b in range(20) for c in range(14)
     if 2**a * 3**b * 5**c <= 2**30 and (a >= 4 or b == c == 0)), np.int64)
+# Every 2^a 3^b 5^c up to 2^30.
+_FIVE_SMOOTH = np.array(sorted(
+    2**a * 3**b * 5**c for a in range(31) for b in range(20) for c in range(14)
+    if 2**a * 3**b * 5**c <= 2**30), np.int64)
 
 
 def fft_length(min_length: int, multiple: int = 1) -> int:
   """The smallest fast FFT length >= min_length that `multiple` divides.
+
+  When `multiple` has a prime factor above 5 (a stride of 441 samples at
+  44.1 kHz, 220 at 22.05 kHz), no fast length is a multiple of it: the
+  length is then `multiple` times the smallest 2^a 3^b 5^c that reaches
+  min_length.
 
   Args:
     min_length: the least length.
     multiple: a number the length must be a multiple of.
 
   Returns:
-    A length from `_SMOOTH_LENGTHS`.
+    A length from `_SMOOTH_LENGTHS`, or `multiple` times a 5-smooth number.
   """
-  return int(next(n for n in _SMOOTH_LENGTHS[
-      np.searchsorted(_SMOOTH_LENGTHS, min_length):] if n % multiple == 0))
+  candidates = _SMOOTH_LENGTHS[np.searchsorted(_SMOOTH_LENGTHS, min_length):]
+  fast = candidates[candidates % multiple == 0]
+  if fast.size:
+    return int(fast[0])
+  factors = _FIVE_SMOOTH[_FIVE_SMOOTH * multiple >= min_length]
+  return int(multiple * factors[0])
 
 
 def same_padding(length, kernel_size: int, stride: int):
@@ -347,8 +360,12 @@ def pooled_energies_fft(waveform, gabor_kernel, pooling_windows,
   frames, pad_left = same_padding(length, pool_size, stride)
   per_block = block_frames(frames if _is_static(frames) else None)
   blocks = (frames + per_block - 1) // per_block
-  # Filter taps tau from -before to after (y[t] = sum x[t + tau] phi(tau)).
-  before, after = kernel_size // 2, kernel_size - 1 - kernel_size // 2
+  # As TensorFlow's 'SAME' convolution pads it, y[t] = sum_k x[t - (W - 1)
+  # // 2 + k] phi(k - W // 2): it reads x from `before` samples before t to
+  # `after` after, and for an even W the filter's centre tap is `shift` = 1
+  # sample after t (y[t] = sum_tau x[t + shift + tau] phi(tau)).
+  before, after = (kernel_size - 1) // 2, kernel_size // 2
+  shift = kernel_size // 2 - (kernel_size - 1) // 2
   # In a block, frame j's window centre is at margin + j s; the first window
   # starts a whole number of strides in (for `pool_blocks`), at least
   # `before` in, where the filtered signal starts to be exact.
@@ -359,8 +376,8 @@ def pooled_energies_fft(waveform, gabor_kernel, pooling_windows,
       last + after,
       (first_block + per_block - 1 + -(-pool_size // stride)) * stride,
       kernel_size), stride)
-  spectra = block_spectra(waveform, length, pool_half - pad_left, margin,
-                          n_fft, stride * per_block, blocks)
+  spectra = block_spectra(waveform, length, pool_half - pad_left + shift,
+                          margin, n_fft, stride * per_block, blocks)
   responses = gabor_responses(gabor_kernel, kernel_size, n_fft)
   # |y_n|^2 in every block: [batch * blocks, n, n_fft].
   energies = squared_modulus(

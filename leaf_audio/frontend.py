@@ -11,6 +11,7 @@ Example:
 """
 
 import importlib
+import math
 
 import gin
 import keras
@@ -147,6 +148,16 @@ class SquaredModulus(keras.layers.Layer):
     return (input_shape[0], input_shape[1], channels)
 
 
+def default_max_freq(sample_rate):
+  """The top of the mel range the Gabor filters start from, in Hz.
+
+  7800 Hz (the paper's, 97.5% of the Nyquist frequency at 16 kHz), or 97.5%
+  of the Nyquist frequency at lower sampling rates, so that `Leaf` and
+  `TimeDomainFilterbanks` work at 8 kHz as at 16 kHz.
+  """
+  return min(7800., 0.4875 * sample_rate)
+
+
 def _default_pcen():
   """sPCEN as LEAF uses it: every parameter learned, per channel."""
   return postprocessing.PCENLayer(
@@ -185,7 +196,9 @@ class Leaf(keras.layers.Layer):
     preemp: whether to apply the learnable pre-emphasis.
     preemp_init: initializer of the pre-emphasis (default `PreempInit()`).
     complex_conv_init: initializer of the filters (default
-      `GaborInit(sample_rate, min_freq=60, max_freq=7800)`).
+      `GaborInit(sample_rate, min_freq=60, max_freq=7800)`; below 16 kHz,
+      max_freq is 97.5% of the Nyquist frequency instead, e.g. 3900 Hz at
+      8 kHz).
     pooling_init: initializer of the pooling (default `Constant(0.4)`).
     regularizer_fn: optional regularizer of the learned filters and pooling.
     mean_var_norm: whether to normalize each channel over time.
@@ -270,7 +283,8 @@ class Leaf(keras.layers.Layer):
 
     self._complex_conv_init = keras.initializers.get(
         complex_conv_init or initializers.GaborInit(
-            sample_rate=sample_rate, min_freq=60., max_freq=7800.))
+            sample_rate=sample_rate, min_freq=60.,
+            max_freq=default_max_freq(sample_rate)))
     conv_kwargs = {}
     if issubclass(conv1d_cls, convolution.SincConv1D):
       conv_kwargs['sample_rate'] = sample_rate
@@ -430,7 +444,8 @@ class TimeDomainFilterbanks(Leaf):
         activation=SquaredModulus(),
         pooling_cls=pooling.LearnablePooling1D,
         complex_conv_init=initializers.GaborInit(
-            sample_rate=sample_rate, min_freq=60., max_freq=7800.),
+            sample_rate=sample_rate, min_freq=60.,
+            max_freq=default_max_freq(sample_rate)),
         pooling_init=initializers.LowpassInit(
             sample_rate=sample_rate,
             window_len=kwargs.get('window_len', 25.),
@@ -555,8 +570,16 @@ class MelFilterbanks(keras.layers.Layer):
       raise ValueError(f'n_filters and the stride must be positive, got '
                        f'{n_filters} and {self.stride} samples.')
     if n_fft < self.window_size:
-      raise ValueError(f'n_fft={n_fft} is shorter than the window '
-                       f'({self.window_size} samples).')
+      raise ValueError(
+          f'n_fft={n_fft} is shorter than the window ({self.window_size} '
+          f'samples at {sample_rate} Hz): pass n_fft >= {self.window_size}, '
+          f'e.g. {2**math.ceil(math.log2(self.window_size))}.')
+    if not 0. <= min_freq < self.max_freq <= sample_rate / 2.:
+      raise ValueError(
+          f'Expected 0 <= min_freq < max_freq <= sample_rate / 2 = '
+          f'{sample_rate / 2:g} Hz, got min_freq={min_freq}, '
+          f'max_freq={max_freq}: at {sample_rate} Hz pass e.g. '
+          f'max_freq={default_max_freq(sample_rate):g}.')
     self.mel_matrix = melfilters.mel_weight_matrix(
         n_filters, n_fft, sample_rate, min_freq, self.max_freq)
 

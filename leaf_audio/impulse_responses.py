@@ -94,17 +94,28 @@ def sinc_filters(cutoff_freq_low, cutoff_freq_high, size: int = 401,
   `2 f2 sinc(2 pi f2 t) - 2 f1 sinc(2 pi f1 t)`, with the value `2 (f2 - f1)`
   at t = 0.
 
+  An even number of taps centres the filters between the two middle taps (t
+  = +-1/2, +-3/2, ... samples), as happens at 22.05 kHz with 25 ms windows.
+
   Args:
     cutoff_freq_low: [1, filters] lower cutoff frequencies in Hz.
     cutoff_freq_high: [1, filters] upper cutoff frequencies in Hz.
-    size: odd number of taps.
+    size: number of taps.
     sample_rate: sampling rate in Hz.
 
   Returns:
     A [size, filters] float tensor.
   """
-  if size % 2 != 1:
-    raise ValueError(f'sinc filters need an odd size, got {size}.')
+  if size < 2:
+    raise ValueError(f'sinc filters need at least 2 taps, got {size}.')
+  if size % 2 == 0:
+    t = (ops.arange(size, dtype='float32')[:, None] - (size - 1) / 2.) / (
+        sample_rate)
+    band_pass = (2. * cutoff_freq_high *
+                 sinc_impulse_response(t, cutoff_freq_high) -
+                 2. * cutoff_freq_low * sinc_impulse_response(
+                     t, cutoff_freq_low))
+    return band_pass / ops.max(band_pass, axis=0, keepdims=True)
   half = size // 2
   left_t = ops.arange(-half, 0, dtype='float32')[:, None] / sample_rate
   right_t = ops.arange(1, half + 1, dtype='float32')[:, None] / sample_rate

@@ -104,3 +104,13 @@ def test_mel_fft_shorter_than_window():
 def test_keras_input_with_channels_is_rejected_at_build():
   with pytest.raises(ValueError, match='mono waveforms'):
     frontend.Leaf()(keras.Input((None, 2)))
+
+
+def test_mel_filterbanks_at_other_sampling_rates_say_what_to_pass():
+  with pytest.raises(ValueError, match='max_freq <= sample_rate / 2 = 4000 '
+                     'Hz.*pass e.g. max_freq=3900'):
+    frontend.MelFilterbanks(sample_rate=8000)
+  with pytest.raises(ValueError, match='pass n_fft >= 1103, e.g. 2048'):
+    frontend.MelFilterbanks(sample_rate=44100)
+  mel = frontend.MelFilterbanks(sample_rate=44100, n_fft=2048)
+  assert mel(np.zeros((1, 44100), np.float32)).shape == (1, 100, 40)

@@ -128,6 +128,33 @@ def test_exact_mode_equals_the_direct_convolution(kind, samples):
   assert error < 1e-5 * np.abs(np.asarray(direct)).max()
 
 
+@pytest.mark.parametrize('sample_rate', [8000, 11025, 22050, 44100])
+def test_leaf_at_other_sampling_rates(sample_rate):
+  """Both modes against the direct convolution, where strides (110, 220,
+  441 samples) have prime factors above 5 and windows can be even."""
+  exact = frontend.Leaf(sample_rate=sample_rate, compression_fn=None)
+  fast = frontend.Leaf(sample_rate=sample_rate, compression_fn=None,
+                       implementation='fast')
+  waveforms = np.random.default_rng(0).standard_normal(
+      (2, sample_rate // 2 + 37)).astype(np.float32)
+  exact.build((None, None))
+  fast.build((None, None))
+  fast.set_weights(exact.get_weights())
+  # The Gabor filters start from mel filters up to 7800 Hz, or 97.5% of the
+  # Nyquist frequency below 16 kHz.
+  top = exact._complex_conv.constrained_kernel()[:, 0].numpy().max()
+  assert top * sample_rate / (2 * math.pi) < min(7800., 0.4875 * sample_rate)
+  filtered = tf.nn.conv1d(waveforms[:, :, None],
+                          exact._complex_conv.impulse_responses(), 1, 'SAME')
+  direct = np.asarray(tf.nn.depthwise_conv2d(
+      frontend.SquaredModulus()(filtered)[:, None],
+      exact._pooling.windows()[None], (1, 1, exact.stride, 1), 'SAME')[:, 0])
+  direct = np.maximum(direct, 1e-5)
+  np.testing.assert_allclose(exact(waveforms), direct, rtol=0,
+                             atol=1e-5 * direct.max())
+  assert relative_l2(np.asarray(fast(waveforms)), direct) < 0.01
+
+
 def test_fast_in_graphs_with_variable_length_and_xla(original):
   exact, fast = leaf_pair('far')
   dynamic = tf.function(fast, input_signature=[

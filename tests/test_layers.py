@@ -155,8 +155,15 @@ def test_sinc_filters_formula():
             2 * low * np.sinc(2 * low * t[:, None]))
   expected = band / band.max(axis=0, keepdims=True)
   np.testing.assert_allclose(filters, expected, atol=1e-4)
-  with pytest.raises(ValueError, match='odd'):
-    impulse_responses.sinc_filters(low, high, 100)
+  # An even size: centred between the middle taps, t = +-1/2, +-3/2, ...
+  filters = np.asarray(impulse_responses.sinc_filters(low, high, 100, 16000))
+  t = (np.arange(100) - 49.5) / 16000.
+  band = (2 * high * np.sinc(2 * high * t[:, None]) -
+          2 * low * np.sinc(2 * low * t[:, None]))
+  np.testing.assert_allclose(filters, band / band.max(axis=0, keepdims=True),
+                             atol=1e-4)
+  with pytest.raises(ValueError, match='at least 2 taps'):
+    impulse_responses.sinc_filters(low, high, 1)
 
 
 def test_sinc_init_is_mel_spaced():
@@ -323,3 +330,21 @@ def test_spec_augment_masks_and_warp():
   np.testing.assert_allclose(warped[:, -1], 99., atol=1e-4)
   assert np.abs(warped - ramp).max() <= 8. + 1e-4
   assert np.abs(warped - ramp).max() > 0.
+
+
+@pytest.mark.parametrize('sample_rate', [8000, 22050])
+def test_baselines_at_other_sampling_rates(sample_rate):
+  """Frame counts from the rate's window and stride (25 ms: 201 and 552
+  taps, an even sinc filter at 22.05 kHz; 10 ms: 80 and 220 samples)."""
+  samples = sample_rate // 2
+  window = int(sample_rate * 25 // 1000 + 1)
+  stride = int(sample_rate * 10 // 1000)
+  waveforms = RNG.uniform(-.5, .5, (2, samples)).astype(np.float32)
+  for layer, frames in [
+      (frontend.SincNet(sample_rate=sample_rate), -(-samples // stride)),
+      (frontend.SincNetPlus(sample_rate=sample_rate), -(-samples // stride)),
+      (frontend.TimeDomainFilterbanks(sample_rate=sample_rate),
+       (samples - window) // stride + 1)]:
+    outputs = np.asarray(layer(waveforms))
+    assert outputs.shape == (2, frames, 40), layer.name
+    assert np.isfinite(outputs).all() and outputs.std() > 0, layer.name
