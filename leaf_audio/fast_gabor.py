@@ -30,6 +30,7 @@ their layout and the output shape are those of the original.
 
 import functools
 import math
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -800,8 +801,9 @@ class FilterbankEnergies:
   plan's `LOOSE` tolerance); in a traced function the weights are checked at
   every call, and the exact computation runs instead (a `tf.cond`) while
   they are outside the plan, so that training never silently degrades the
-  output. A plan is made again at the next trace. Filters and pooling windows
-  of an even length (no banded form here) are always computed exactly.
+  output. A plan is made again at the next trace. Where there is no banded
+  form (windows of an even length; a stride and half window with no common
+  factor, as at 44.1 kHz) the fast mode computes exactly, with a warning.
 
   Args:
     gabor_conv: the `GaborConv1D` layer (2 n filters, stride 1, 'same').
@@ -815,6 +817,28 @@ class FilterbankEnergies:
     self.pooling = pooling
     self.implementation = implementation
     self._plans = {}
+    # Whether the fast mode has a banded form here; if not, it computes
+    # exactly (and says so once).
+    self.banded = False
+    if implementation == 'fast':
+      sizes = (gabor_conv.kernel_size, pooling.kernel_size)
+      pool_half = pooling.kernel_size // 2
+      if any(size % 2 == 0 for size in sizes):
+        reason = (f'windows of an even length ({sizes[0]} taps) have no '
+                  'banded form')
+      elif math.gcd(pooling.strides, pool_half) == 1:
+        reason = (f'the stride ({pooling.strides} samples) and the half '
+                  f'window ({pool_half}) share no factor, so no reduced '
+                  'rate holds both the frame centres and the window ends')
+      else:
+        reason = None
+        self.banded = True
+      if reason:
+        warnings.warn(
+            f"Leaf(implementation='fast') computes exactly, as 'conv' does: "
+            f'{reason}. A window_len giving an odd number of taps whose half '
+            'shares factors with the stride (e.g. 25 ms and 10 ms at 16 or '
+            '48 kHz) makes it fast.', stacklevel=4)
 
   def _weights(self):
     kernel = tf.cast(self.gabor_conv.constrained_kernel(), tf.float32)
@@ -867,7 +891,7 @@ class FilterbankEnergies:
     Returns:
       A Python bool; always True for the 'conv' implementation.
     """
-    if self.implementation == 'conv' or not self._plans:
+    if not self.banded or not self._plans:
       return True
     sigma, windows = self._current_values()
     return all(plan.is_valid(sigma, windows) for plan in self._plans.values())
@@ -888,8 +912,7 @@ class FilterbankEnergies:
       return pooled_energies_fft(waveform, kernel, windows, kernel_size,
                                  stride)
 
-    if (self.implementation == 'conv' or self.pooling.kernel_size % 2 == 0 or
-        kernel_size % 2 == 0):
+    if not self.banded:
       return exact()
     length = waveform.shape[1]
     plan = self.plan(None if length is None else -(-length // stride))

@@ -211,7 +211,9 @@ class Leaf(keras.layers.Layer):
       Gabor filter applied in the frequency domain only where its response
       is not negligible, at a reduced rate (`fast_gabor.BandedPlan`), within
       1% of 'conv'; other layer stacks (e.g. SincNet+'s sinc filters and
-      LeakyReLU, which have no banded form) compute as with 'conv'.
+      LeakyReLU, which have no banded form) compute as with 'conv', as do
+      windows of an even length and strides that share no factor with half
+      the window (44.1 kHz at 25 ms / 10 ms), with a warning.
     name: layer name.
 
   Call arguments:

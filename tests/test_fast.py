@@ -8,6 +8,7 @@ as in the original) for the FFT evaluation of the exact one.
 """
 
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -133,8 +134,15 @@ def test_leaf_at_other_sampling_rates(sample_rate):
   """Both modes against the direct convolution, where strides (110, 220,
   441 samples) have prime factors above 5 and windows can be even."""
   exact = frontend.Leaf(sample_rate=sample_rate, compression_fn=None)
-  fast = frontend.Leaf(sample_rate=sample_rate, compression_fn=None,
-                       implementation='fast')
+  # 25 ms is 201 taps at 8 kHz (banded), 276 and 552 at 11.025 and 22.05 kHz
+  # (even: exact), 1103 at 44.1 kHz (stride 441 and half window 551 share no
+  # factor: exact).
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    fast = frontend.Leaf(sample_rate=sample_rate, compression_fn=None,
+                         implementation='fast')
+  assert fast._filterbank_energies.banded == (sample_rate == 8000)
+  assert len(caught) == (sample_rate != 8000)
   waveforms = np.random.default_rng(0).standard_normal(
       (2, sample_rate // 2 + 37)).astype(np.float32)
   exact.build((None, None))
@@ -285,8 +293,9 @@ def test_implementation_argument(original):
                              atol=1e-6)
   assert plus_fast.get_config()['implementation'] == 'fast'
   # Windows of an even length (400 taps here) have no banded form either.
-  even, even_fast = (frontend.Leaf(window_len=24.9375, implementation=mode)
-                     for mode in ('conv', 'fast'))
+  even = frontend.Leaf(window_len=24.9375)
+  with pytest.warns(UserWarning, match=r'computes exactly.*even length \(400'):
+    even_fast = frontend.Leaf(window_len=24.9375, implementation='fast')
   even.build((None, None))
   even_fast.build((None, None))
   assert even.window_size == 400
