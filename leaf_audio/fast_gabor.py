@@ -135,13 +135,36 @@ def full_spectrum(half_spectrum, n_fft):
   return tf.concat([half_spectrum, negative], axis=-1)
 
 
+def filter_responses(filters, n_fft):
+  """Frequency responses of complex W-tap filters, for `N ifft(X H)`.
+
+  `H_n[nu] = sum_tau conj(phi_n(tau)) exp(2 pi i nu tau / N)` for the taps
+  phi_n(tau), tau = -(W // 2) .. (W - 1) // 2, so that `N ifft(X H_n)[t]` is
+  the complex conjugate of `y_n[t] = sum_tau x[t + tau] phi_n(tau)`
+  (circularly, for a real x).
+
+  Args:
+    filters: [n, W] complex64 taps.
+    n_fft: N >= W.
+
+  Returns:
+    [n, n_fft] complex64.
+  """
+  kernel_size = filters.shape[1]
+  taps = tf.math.conj(filters)
+  half = kernel_size // 2
+  circular = tf.concat([
+      taps[:, half:],
+      tf.zeros([tf.shape(taps)[0], n_fft - kernel_size], tf.complex64),
+      taps[:, :half]], axis=1)
+  return tf.signal.ifft(circular) * tf.complex(tf.cast(n_fft, tf.float32), 0.)
+
+
 def gabor_responses(kernel, kernel_size: int, n_fft):
-  """Frequency responses of the W-tap Gabor filters, demodulated (Eq. 4).
+  """`filter_responses` of the W-tap Gabor filters (Eq. 4).
 
   `H_n[nu] = sum_{tau} a_n(tau) exp(i (2 pi nu / N - eta_n) tau)`, with a_n the
-  truncated Gaussian envelope of phi_n (tau from -(W // 2) to (W - 1) // 2),
-  so that `N ifft(X H_n)[t]` is the complex conjugate of the filter output
-  `y_n[t] = sum_tau x[t + tau] phi_n(tau)` (circularly, for a real x).
+  truncated Gaussian envelope of phi_n: demodulated by eta_n.
 
   Args:
     kernel: [n, 2] Gabor parameters (center frequency, sigma), constrained.
@@ -152,13 +175,7 @@ def gabor_responses(kernel, kernel_size: int, n_fft):
     [n, n_fft] complex64.
   """
   real, imag = impulse_responses.gabor_real_imag(kernel, kernel_size)
-  taps = tf.complex(real, -imag)  # a_n(tau) exp(-i eta_n tau)
-  half = kernel_size // 2
-  channels = tf.shape(taps)[0]
-  circular = tf.concat([
-      taps[:, half:], tf.zeros([channels, n_fft - kernel_size], tf.complex64),
-      taps[:, :half]], axis=1)
-  return tf.signal.ifft(circular) * tf.complex(tf.cast(n_fft, tf.float32), 0.)
+  return filter_responses(tf.complex(real, imag), n_fft)
 
 
 @functools.lru_cache(maxsize=16)
@@ -297,6 +314,7 @@ def block_frames(frames):
   """Output frames per block for clips of `frames` frames (None: unknown)."""
   if frames is None:
     return FRAMES_PER_BLOCK
+  frames = max(frames, 1)
   blocks = -(-frames // FRAMES_PER_BLOCK)
   return -(-frames // blocks)
 
@@ -332,14 +350,8 @@ def pooled_energies_fft(waveform, gabor_kernel, pooling_windows,
                         kernel_size: int, stride: int):
   """Exact Gabor filterbank energies, pooled: P_n[k] above, by FFT.
 
-  The clip is cut into blocks of `block_frames` output frames with the
-  context their pooling windows and filters reach on both sides (overlap-
-  save); each block is transformed once, and each channel's filtered signal
-  in it is one inverse FFT of the block's spectrum times the filter's
-  (Eq. 4), exact where it is used; its squared modulus (Eq. 3) is masked to
-  the clip, as 'SAME' padding zero-pads it; the pooling (Eq. 5) is
-  `pool_blocks`. Equal to the direct convolution up to float32 rounding
-  (about 1e-6 of the largest value).
+  `filterbank_energies_fft` with the Gabor filters (Eq. 4) and 'SAME'
+  pooling, as LEAF computes them.
 
   Args:
     waveform: [batch, time] float32.
@@ -351,16 +363,57 @@ def pooled_energies_fft(waveform, gabor_kernel, pooling_windows,
   Returns:
     [batch, frames, n] float32 pooled energies, frames = ceil(time / s).
   """
+  real, imag = impulse_responses.gabor_real_imag(gabor_kernel, kernel_size)
+  return filterbank_energies_fft(waveform, tf.complex(real, imag),
+                                 pooling_windows, stride)
+
+
+def filterbank_energies_fft(waveform, filters, pooling_windows, stride: int,
+                            padding: str = 'SAME'):
+  """Pooled squared moduli of complex filters' outputs, exactly, by FFT.
+
+  P_n[k] = sum_u g_n[u] |y_n[k s - pad + u]|^2 with y_n the 'SAME'
+  (stride 1) cross-correlation of the clip with the filter phi_n, as
+  TensorFlow pads it, and |y|^2 zero outside the clip. The clip is cut into
+  blocks of `block_frames` output frames with the context their pooling
+  windows and filters reach on both sides (overlap-save); each block is
+  transformed once, and each channel's filtered signal in it is one inverse
+  FFT of the block's spectrum times the filter's, exact where it is used; its
+  squared modulus (Eq. 3) is masked to the clip; the pooling (Eq. 5) is
+  `pool_blocks`. Equal to the direct convolution up to float32 rounding
+  (about 1e-6 of the largest value).
+
+  Args:
+    waveform: [batch, time] float32.
+    filters: [n, W] complex64 taps (tau = -(W // 2) .. (W - 1) // 2): the
+      Gabor filters of LEAF, or TD-filterbanks' real and imaginary filters.
+    pooling_windows: [W_pool, n] pooling windows, or [W_pool, 1] for one
+      window shared by every channel.
+    stride: s, the pooling stride.
+    padding: the pooling's, 'SAME' (ceil(time / s) frames) or 'VALID'
+      ((time - W_pool) // s + 1 frames, none for clips shorter than W_pool).
+
+  Returns:
+    [batch, frames, n] float32 pooled energies.
+  """
   length = waveform.shape[1]
   if length is None:
     length = tf.shape(waveform)[1]
   batch = tf.shape(waveform)[0]
-  channels = gabor_kernel.shape[0]
+  channels, kernel_size = filters.shape[0], filters.shape[1]
   pool_size = pooling_windows.shape[0]
   pool_half = pool_size // 2
-  frames, pad_left = same_padding(length, pool_size, stride)
+  if padding == 'SAME':
+    frames, pad_left = same_padding(length, pool_size, stride)
+  elif padding == 'VALID':
+    frames = _maximum((length - pool_size) // stride + 1, 0)
+    pad_left = 0
+  else:
+    raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}.")
   per_block = block_frames(frames if _is_static(frames) else None)
-  blocks = (frames + per_block - 1) // per_block
+  # At least one block, so that the shapes below stay valid for clips too
+  # short for any 'VALID' frame (sliced to none at the end).
+  blocks = _maximum((frames + per_block - 1) // per_block, 1)
   # As TensorFlow's 'SAME' convolution pads it, y[t] = sum_k x[t - (W - 1)
   # // 2 + k] phi(k - W // 2): it reads x from `before` samples before t to
   # `after` after, and for an even W the filter's centre tap is `shift` = 1
@@ -379,7 +432,7 @@ def pooled_energies_fft(waveform, gabor_kernel, pooling_windows,
       kernel_size), stride)
   spectra = block_spectra(waveform, length, pool_half - pad_left + shift,
                           margin, n_fft, stride * per_block, blocks)
-  responses = gabor_responses(gabor_kernel, kernel_size, n_fft)
+  responses = filter_responses(filters, n_fft)
   # |y_n|^2 in every block: [batch * blocks, n, n_fft].
   energies = squared_modulus(
       tf.signal.ifft(spectra[:, None, :] * responses[None]))
@@ -389,9 +442,10 @@ def pooled_energies_fft(waveform, gabor_kernel, pooling_windows,
   inside = tf.logical_and(position >= 0, position < length)
   energies = tf.reshape(energies, [batch, blocks, channels, n_fft]) * (
       tf.cast(inside, tf.float32)[None, :, None, :])
-  pooled = pool_blocks(tf.reshape(energies, [-1, channels, n_fft]),
-                       tf.transpose(pooling_windows), stride, per_block,
-                       first_block)
+  windows = tf.broadcast_to(tf.transpose(pooling_windows),
+                            [channels, pool_size])
+  pooled = pool_blocks(tf.reshape(energies, [-1, channels, n_fft]), windows,
+                       stride, per_block, first_block)
   pooled = tf.reshape(tf.transpose(tf.reshape(
       pooled, [batch, blocks, channels, per_block]), (0, 1, 3, 2)),
                       [batch, blocks * per_block, channels])
@@ -924,3 +978,37 @@ class FilterbankEnergies:
       return banded()  # `plan` was just checked against these weights.
     valid = plan.valid_in_graph(kernel[:, 1], windows)
     return tf.cond(valid, banded, exact)
+
+
+class ConvFilterbankEnergies:
+  """TD-filterbanks' convolution, squared modulus and pooling, by FFT.
+
+  Computes exactly (up to float32 rounding) what the direct computation does:
+  the 'same' stride-1 `keras.layers.Conv1D` of 2 n real filters (real and
+  imaginary parts interleaved), the squared modulus of each pair and the
+  'valid' pooling of `LearnablePooling1D`, with `filterbank_energies_fft`.
+  Reads the layers' weights, which keep their layout. Not a layer: it owns
+  no weights.
+
+  Args:
+    conv: the `Conv1D` layer (2 n filters, stride 1, 'same', no bias).
+    pooling: the `LearnablePooling1D` layer.
+  """
+
+  def __init__(self, conv, pooling):
+    self.conv = conv
+    self.pooling = pooling
+
+  def plans_fit_weights(self):
+    """Always True: the computation is exact, with no plan."""
+    return True
+
+  def __call__(self, waveform):
+    """Pooled energies: [batch, time] -> [batch, (time - W) // s + 1, n]."""
+    kernel = tf.cast(self.conv.kernel, tf.float32)[:, 0, :]  # [W, 2 n]
+    filters = tf.complex(tf.transpose(kernel[:, 0::2]),
+                         tf.transpose(kernel[:, 1::2]))  # [n, W]
+    window = tf.cast(self.pooling.kernel, tf.float32)[0, :, :, 0]  # [W, 1]
+    return filterbank_energies_fft(tf.cast(waveform, tf.float32), filters,
+                                   window, self.pooling.strides, 'VALID')
+

@@ -315,6 +315,13 @@ class Leaf(keras.layers.Layer):
         type(self._pooling) is pooling.GaussianLowpass):
       self._filterbank_energies = fast_gabor.FilterbankEnergies(
           self._complex_conv, self._pooling, implementation)
+    elif (type(self._complex_conv) is keras.layers.Conv1D and
+          type(self._activation) is SquaredModulus and
+          type(self._pooling) is pooling.LearnablePooling1D):
+      # TD-filterbanks: the same by FFT, exactly (free filters have no
+      # banded form).
+      self._filterbank_energies = fast_gabor.ConvFilterbankEnergies(
+          self._complex_conv, self._pooling)
 
     self._compression_arg = compression_fn
     if compression_fn == 'pcen':

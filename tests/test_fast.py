@@ -336,3 +336,26 @@ def test_grid_interpolation_weights_are_the_hat_functions(decimation):
   np.testing.assert_allclose(
       fast_gabor._grid_interpolation_weights(tf.constant(values), decimation),
       values @ hats.T, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('samples', [300, 401, 4321, 16000])
+def test_td_filterbanks_by_fft_equal_their_layers(samples):
+  """TD-filterbanks' FFT computation against its own layers run directly
+  (Conv1D, squared modulus, 'valid' depthwise pooling), at moved weights."""
+  tfbanks = frontend.TimeDomainFilterbanks()
+  tfbanks.build((None, None))
+  rng = np.random.default_rng(samples)
+  kernel, window = tfbanks.get_weights()
+  tfbanks.set_weights([kernel * rng.uniform(0.5, 1.5, kernel.shape),
+                       window * rng.uniform(0.5, 1.5, window.shape)])
+  waveforms = rng.standard_normal((2, samples)).astype(np.float32)
+  outputs = np.asarray(tfbanks(waveforms))
+  assert outputs.shape == (2, max((samples - 401) // 160 + 1, 0), 40)
+  if samples < 401:
+    return  # (TensorFlow's 'VALID' depthwise conv returns garbage there.)
+  energies = frontend.SquaredModulus()(tfbanks._complex_conv(
+      waveforms[:, :, None]))
+  pooled = np.asarray(tfbanks._pooling(energies))
+  assert pooled.min() > 1e-2  # white noise: no frame near the 1e-5 floor
+  np.testing.assert_allclose(outputs, tfbanks._compression(pooled), rtol=0,
+                             atol=1e-5)
