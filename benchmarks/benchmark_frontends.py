@@ -21,7 +21,7 @@ How it measures:
   shared with other work slows all of them alike; the ratio of two medians
   taken on the same rounds is what to compare across machines;
 - peak memory is TensorFlow's CPU allocator's peak during a
-  forward+backward call (the median over five calls: it varies with the
+  forward+backward call (the least over five calls: it varies with the
   order the ops run in), minus what was allocated before it (the inputs and
   weights), from `tf.config.experimental.get_memory_info`. Those statistics
   count only allocations of about 256 KB and more (measured: a 240 KB tensor
@@ -106,9 +106,11 @@ def measure(names, batch, seconds, rounds):
     steps[name] = _make_steps(layer, waveform)
     for step in steps[name]:  # trace and warm up
       _time(step)
-  # Mel at batch 32 x 10 s peaks at 253 or 316 MB, depending on the call.
-  memory = {name: statistics.median(_peak_memory(steps[name][1])
-                                    for _ in range(5)) for name in names}
+  # Mel at batch 32 x 10 s peaks at 253, 316 or 433 MB depending on the call
+  # (the order its ops happen to run in): the least of five calls, the
+  # memory the computation needs, is what is compared.
+  memory = {name: min(_peak_memory(steps[name][1]) for _ in range(5))
+            for name in names}
   times = {name: ([], []) for name in names}
   for _ in range(rounds):
     for name in names:

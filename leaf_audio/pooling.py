@@ -37,6 +37,21 @@ class _PoolingBase(keras.layers.Layer):
     self.kernel_initializer = keras.initializers.get(kernel_initializer)
     self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
 
+  def _depthwise_pool(self, inputs, windows, padding):
+    """`ops.depthwise_conv` at the stride, with 'valid' frames counted right.
+
+    TensorFlow 2.21's 'valid' depthwise convolution of a signal shorter than
+    the window returns as many frames as samples (of garbage) instead of
+    none: the output is cut to (time - W) // stride + 1 frames (at least 0).
+    """
+    outputs = ops.depthwise_conv(inputs, windows, strides=self.strides,
+                                 padding=padding)
+    if padding == 'valid':
+      frames = ops.maximum(
+          (ops.shape(inputs)[1] - self.kernel_size) // self.strides + 1, 0)
+      outputs = outputs[:, :frames]
+    return outputs
+
   def get_config(self):
     config = super().get_config()
     config.update({
@@ -92,8 +107,7 @@ class GaussianLowpass(_PoolingBase):
 
   def call(self, inputs):
     windows = ops.cast(self.windows(), inputs.dtype)
-    return ops.depthwise_conv(inputs, windows, strides=self.strides,
-                              padding=self.padding)
+    return self._depthwise_pool(inputs, windows, self.padding)
 
 
 @utils.register
@@ -122,8 +136,7 @@ class LearnablePooling1D(_PoolingBase):
   def call(self, inputs):
     channels = ops.shape(inputs)[-1]
     window = ops.tile(self.kernel[0], (1, channels, 1))
-    return ops.depthwise_conv(inputs, window, strides=self.strides,
-                              padding='valid')
+    return self._depthwise_pool(inputs, window, 'valid')
 
 
 @utils.register
@@ -149,8 +162,7 @@ class ChannelWiseLearnablePooling1D(_PoolingBase):
 
   def call(self, inputs):
     window = ops.transpose(self.kernel, (0, 2, 1))  # [taps, channels, 1]
-    return ops.depthwise_conv(inputs, window, strides=self.strides,
-                              padding=self.padding)
+    return self._depthwise_pool(inputs, window, self.padding)
 
 
 @utils.register

@@ -348,3 +348,22 @@ def test_baselines_at_other_sampling_rates(sample_rate):
     outputs = np.asarray(layer(waveforms))
     assert outputs.shape == (2, frames, 40), layer.name
     assert np.isfinite(outputs).all() and outputs.std() > 0, layer.name
+
+
+@pytest.mark.parametrize('layer_cls', [pooling.GaussianLowpass,
+                                       pooling.LearnablePooling1D,
+                                       pooling.ChannelWiseLearnablePooling1D])
+def test_valid_pooling_of_clips_shorter_than_the_window(layer_cls):
+  """No frame below the window's length, one at it: the window's dot
+  product (TensorFlow's own depthwise conv returns garbage below it)."""
+  layer = layer_cls(kernel_size=9, strides=4, padding='valid',
+                    kernel_initializer=keras.initializers.Constant(0.3))
+  x = RNG.random((2, 9, 3)).astype(np.float32)
+  one = np.asarray(layer(x))
+  assert np.asarray(layer(x[:, :7])).shape == (2, 0, 3)
+  assert one.shape == (2, 1, 3)
+  if layer_cls is pooling.GaussianLowpass:
+    window = np.asarray(layer.windows())[:, :, 0]  # [9, 3]
+  else:
+    window = np.full((9, 3), 0.3, np.float32)
+  np.testing.assert_allclose(one[:, 0], (x * window[None]).sum(1), rtol=1e-5)
