@@ -46,16 +46,16 @@ def _maximum(a, b):
   return max(a, b) if _is_static(a) and _is_static(b) else tf.maximum(a, b)
 
 
-# FFT lengths that TensorFlow's FFT computes fastest: multiples of 16 with no
-# prime factor above 5 (on 2 CPU cores, 40 inverse FFTs of 16875 = 3^3 5^4
-# points take 6.9 ms, of 16384 or 17280 = 2^7 3^3 5 points 3.6-3.8 ms).
-_SMOOTH_LENGTHS = np.array(sorted(
-    2**a * 3**b * 5**c for a in range(31) for b in range(20) for c in range(14)
-    if 2**a * 3**b * 5**c <= 2**30 and (a >= 4 or b == c == 0)), np.int64)
 # Every 2^a 3^b 5^c up to 2^30.
 _FIVE_SMOOTH = np.array(sorted(
     2**a * 3**b * 5**c for a in range(31) for b in range(20) for c in range(14)
     if 2**a * 3**b * 5**c <= 2**30), np.int64)
+# FFT lengths that TensorFlow's FFT computes fastest: multiples of 16 (or
+# powers of 2) with no prime factor above 5 (on 2 CPU cores, 40 inverse FFTs
+# of 16875 = 3^3 5^4 points take 6.9 ms, of 16384 or 17280 = 2^7 3^3 5 points
+# 3.6-3.8 ms).
+_SMOOTH_LENGTHS = _FIVE_SMOOTH[(_FIVE_SMOOTH % 16 == 0) |
+                               (_FIVE_SMOOTH & (_FIVE_SMOOTH - 1) == 0)]
 
 
 def fft_length(min_length: int, multiple: int = 1) -> int:
