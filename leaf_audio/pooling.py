@@ -105,6 +105,13 @@ class GaussianLowpass(_PoolingBase):
     return impulse_responses.gaussian_lowpass(
         self.kernel if kernel is None else kernel, self.kernel_size)[0]
 
+  def channel_windows(self, kernel=None):
+    """The same windows laid out [channels, kernel_size] (no transpose)."""
+    kernel = self.kernel if kernel is None else kernel
+    return ops.reshape(impulse_responses.gaussian_lowpass(
+        ops.reshape(kernel, (-1, 1, 1, 1)), self.kernel_size),
+                       (-1, self.kernel_size))
+
   def call(self, inputs):
     windows = ops.cast(self.windows(), inputs.dtype)
     return self._depthwise_pool(inputs, windows, self.padding)
