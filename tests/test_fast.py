@@ -177,12 +177,26 @@ def test_fast_in_graphs_with_variable_length_and_xla(original):
                              fast(waveforms), rtol=1e-4, atol=1e-4)
 
 
-def test_fast_plan_follows_the_weights(original):
-  """Outside its plan, a traced fast Leaf computes exactly; eagerly, replans."""
+def compiles_with_xla(function, *args):
+  """Whether the graph traced for `args` calls an XLA-compiled function."""
+  library = function.get_concrete_function(*args).graph.as_graph_def().library
+  return any(f.attr['_XlaMustCompile'].b for f in library.function)
+
+
+@pytest.mark.parametrize('xla', [True, False])
+def test_fast_plan_follows_the_weights(original, xla, monkeypatch):
+  """Outside its plan, a traced fast Leaf computes exactly; eagerly, replans.
+
+  With and without the XLA compilation of small inputs, whose plan check is
+  outside the compiled function.
+  """
+  if not xla:
+    monkeypatch.setattr(frontend, 'XLA_MAX_SAMPLES', 0)
   exact, fast = leaf_pair()
   waveforms = tf.constant(original['x'][:, :8000])
   traced = tf.function(fast)
   traced(waveforms)  # plan made for the initial weights
+  assert compiles_with_xla(traced, waveforms) == xla
   weights = fast.get_weights()
   weights[0][20, 1] /= 4.  # a band four times wider than planned
   fast.set_weights(weights)
@@ -197,6 +211,39 @@ def test_fast_plan_follows_the_weights(original):
                              atol=1e-5)
   assert relative_l2(np.asarray(fast(waveforms)), expected) < 0.01
   assert not fast.fast_plans_outdated()  # the eager call planned again
+
+
+def test_small_inputs_compiled_with_xla_compute_the_same(original,
+                                                         monkeypatch):
+  """Small static inputs in a traced function are compiled with XLA: same
+  outputs and gradients as the same computation op by op."""
+  _, fast = leaf_pair('far')
+  waveforms = tf.constant(original['x'][:2, :16000])  # 32000 samples
+  projection = tf.constant(np.random.default_rng(1).uniform(
+      -1., 1., (2, 100, 40)).astype(np.float32))
+
+  def outputs_and_gradients_of(waveforms):
+    with tf.GradientTape() as tape:
+      outputs = fast(waveforms)
+      loss = tf.reduce_sum(outputs * projection)
+    return outputs, tape.gradient(loss, fast.trainable_variables)
+
+  compiled = tf.function(outputs_and_gradients_of)
+  assert compiles_with_xla(compiled, waveforms)
+  # Larger inputs, and inputs of an unknown shape, are not compiled.
+  assert not compiles_with_xla(tf.function(fast), tf.zeros([8, 16000]))
+  assert not compiles_with_xla(tf.function(fast, input_signature=[
+      tf.TensorSpec((None, 16000))]))
+  actual = compiled(waveforms)
+  monkeypatch.setattr(frontend, 'XLA_MAX_SAMPLES', 0)
+  op_by_op = tf.function(outputs_and_gradients_of)
+  assert not compiles_with_xla(op_by_op, waveforms)
+  expected = op_by_op(waveforms)
+  np.testing.assert_allclose(actual[0], expected[0], rtol=1e-4, atol=1e-5)
+  assert len(actual[1]) == 6
+  for grad, expected_grad in zip(actual[1], expected[1]):
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-3,
+                               atol=1e-3 * np.abs(expected_grad).max())
 
 
 class _WidenOneBand(keras.callbacks.Callback):
