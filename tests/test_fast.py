@@ -171,10 +171,12 @@ def test_fast_in_graphs_with_variable_length_and_xla(original):
     waveforms = original['x'][:, :samples]
     assert relative_l2(np.asarray(dynamic(waveforms)),
                        np.asarray(exact(waveforms))) < 0.01
-  waveforms = original['x'][:2, :4321]
   compiled = tf.function(fast, jit_compile=True)
-  np.testing.assert_allclose(compiled(tf.constant(waveforms)),
-                             fast(waveforms), rtol=1e-4, atol=1e-4)
+  # Small and large inputs (Leaf compiles only small ones itself).
+  for waveforms in (original['x'][:2, :4321],
+                    np.tile(original['x'][:, :16000], (5, 1))):
+    np.testing.assert_allclose(compiled(tf.constant(waveforms)),
+                               fast(waveforms), rtol=1e-4, atol=1e-4)
 
 
 def compiles_with_xla(function, *args):
@@ -352,10 +354,46 @@ def test_implementation_argument(original):
     fast_gabor.BandedPlan(np.full(40, 50.), np.ones((401, 40)), 400, 160)
 
 
+def test_pool_squared_modulus_and_its_gradient():
+  """Pooled |z|^2 read as interleaved parts: a NumPy loop for the values,
+  the gradient of the plain composition (|z|^2, then `pool_blocks`)."""
+  rng = np.random.default_rng(3)
+  stride, frames, first_block = 8, 5, 1
+  shape = (2, 3, 64)  # [batch, n, length], 8 blocks of the stride
+  filtered = tf.constant((rng.standard_normal(shape) +
+                          1j * rng.standard_normal(shape)).astype(np.complex64))
+  windows = tf.constant(rng.uniform(0., 1., (3, 21)).astype(np.float32))
+  energies = np.abs(filtered.numpy())**2
+  expected = np.zeros((2, 3, frames))
+  for k in range(frames):
+    start = (first_block + k) * stride
+    expected[:, :, k] = np.sum(energies[:, :, start:start + 21] *
+                               windows.numpy(), -1)
+  projection = rng.standard_normal((2, 3, frames)).astype(np.float32)
+
+  def value_and_grads(pool):
+    with tf.GradientTape() as tape:
+      tape.watch([filtered, windows])
+      pooled = pool()
+      loss = tf.reduce_sum(pooled * projection)
+    return pooled, tape.gradient(loss, [filtered, windows])
+
+  pooled, grads = value_and_grads(lambda: fast_gabor.pool_squared_modulus(
+      filtered, windows, stride, frames, first_block))
+  np.testing.assert_allclose(pooled, expected, rtol=1e-5)
+  _, expected_grads = value_and_grads(lambda: fast_gabor.pool_blocks(
+      tf.math.real(filtered * tf.math.conj(filtered)), windows, stride,
+      frames, first_block))
+  for grad, expected_grad in zip(grads, expected_grads):
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=1e-5)
+
+
+# 3329 bins: the split basis (`_SPLIT_BASIS_BINS`), with a last row cut short.
+@pytest.mark.parametrize('bins', [864, 3329])
 @pytest.mark.parametrize('first_bin', [-37, 0, 5000, 17275])
-def test_band_gabor_responses_equal_the_full_transform(first_bin):
+def test_band_gabor_responses_equal_the_full_transform(first_bin, bins):
   """The band of `gabor_responses` (an N-point inverse FFT), bin for bin."""
-  n_fft, bins = 17280, 864
+  n_fft = 17280
   kernel = tf.constant([[0.01, 96.], [0.3, 60.], [2.9, 5.]], tf.float32)
   first = tf.constant([first_bin, first_bin + 3, first_bin - 3], tf.int32)
   band = fast_gabor.band_gabor_responses(kernel, first, 401, n_fft, bins)
