@@ -923,7 +923,7 @@ def pooled_energies_banded(waveform, gabor_kernel, channel_windows,
                      (2. * math.pi / n_fft) - tf.gather(eta, gaussian)[:, None])
       responses.append(tf.exp(-0.5 * tf.square(
           tf.gather(sigma, gaussian)[:, None] * offset_freq)))
-    response = tf.concat(responses, 0) if len(responses) > 1 else responses[0]
+    response = _concat(responses, 0)
     response = as_complex(response * in_band)
     # y_n at every D-th sample, times D (the inverse FFT of Q points scales
     # by 1 / Q instead of 1 / n_fft), so |y_n|^2 times D^2:
