@@ -20,6 +20,35 @@ from leaf_audio import utils
 _BROADCAST_ELEMENTS = 2**18
 
 
+def _steps(size, step):
+  """[size] float32: 0, step, 2 step, ... (size a Python int or a tensor)."""
+  return ops.cast(ops.arange(size), 'float32') * step
+
+
+def _toeplitz_transposed(powers, size):
+  """Per-channel lower-triangular Toeplitz matrices, transposed.
+
+  Args:
+    powers: [channels, size], row c holding p_c(0), p_c(1), ...
+    size: the matrices' order L (a Python int or a scalar tensor).
+
+  Returns:
+    [channels, L, L] whose [c, j, i] is p_c(i - j) for i >= j and 0 below:
+    the transpose of the matrix that maps a chunk to its EMA. Built by
+    copies only (no L^2 powers, mask, gather or transpose): row j is
+    w[L - 1 - j:][:L] for w = (0 x (L - 1), p(0) .. p(L - 1), 0), and
+    those rows are read from w repeated L times, cut to L rows of 2L - 1.
+  """
+  channels = ops.shape(powers)[0]
+  zeros = ops.zeros_like(powers)
+  w = ops.concatenate([zeros[:, 1:], powers, zeros[:, :1]], axis=1)  # 2L
+  repeated = ops.reshape(ops.tile(w[:, None, :], (1, size, 1)),
+                         (channels, 2 * size * size))
+  rows = ops.slice(repeated, (0, size - 1),
+                   (channels, size * (2 * size - 1)))
+  return ops.reshape(rows, (channels, size, 2 * size - 1))[:, :, :size]
+
+
 def _smooth(inputs, smooth, initial_state):
   """Exact EMA `M_t = s x_t + (1 - s) M_{t-1}` without a loop over time.
 
@@ -32,8 +61,9 @@ def _smooth(inputs, smooth, initial_state):
   for any T, known or not when the graph is built.
 
   Large inputs are laid out channel-major, [channels, batch * chunks, L], so
-  that both products are plain batched matrix products, and the powers of
-  (1 - s) are `exp(k log(1 - s))`. Measured on 2 CPU cores (batch 32,
+  that both products are plain batched matrix products; each matrix is
+  gathered from its first column, the powers `exp(k log(1 - s))` (times s
+  for the chunks' matrix, which so applies Eq. 6's input weight too). Measured on 2 CPU cores (batch 32,
   40 channels, 1000 frames, forward+backward): 22 ms, against 41 ms for the
   same chunking written with einsum and pow, and 39 ms for an associative
   scan over the frames. Small inputs of a static shape (see
@@ -59,36 +89,28 @@ def _smooth(inputs, smooth, initial_state):
   chunks = (frames + chunk - 1) // chunk
   smooth = ops.broadcast_to(smooth, (channels,))
   # log(1 - s), kept finite at s = 1 so that the powers' gradients are too.
-  log_decay = ops.log(ops.maximum(1. - smooth, 1e-30))[:, None, None]
-
-  def decay_powers(size, step):
-    """[channels, size, size]: (1 - s)^(step (row - col)) on and below the
-    diagonal, 0 above."""
-    index = ops.cast(ops.arange(size), 'float32')
-    lags = index[:, None] - index[None, :]
-    powers = ops.exp(step * ops.maximum(lags, 0.) * log_decay)
-    return ops.where(lags >= 0., powers, 0.)
+  log_decay = ops.log(ops.maximum(1. - smooth, 1e-30))[:, None]  # [C, 1]
 
   # Eq. 6's smoother within each chunk, started from 0: [C, B * n, L].
-  driven = ops.transpose(smooth * inputs, (2, 0, 1))  # [C, B, T]
+  driven = ops.transpose(inputs, (2, 0, 1))  # [C, B, T]
   driven = ops.pad(driven, [[0, 0], [0, 0], [0, chunks * chunk - frames]])
   driven = ops.reshape(driven, (channels, batch * chunks, chunk))
-  within = ops.matmul(driven,
-                      ops.transpose(decay_powers(chunk, 1.), (0, 2, 1)))
+  within = ops.matmul(driven, _toeplitz_transposed(
+      smooth[:, None] * ops.exp(_steps(chunk, 1.) * log_decay), chunk))
   within = ops.reshape(within, (channels, batch, chunks, chunk))
   # State at the end of every chunk: an EMA over chunks of their last values.
   chunk_length = ops.cast(chunk, 'float32')
-  ends = ops.matmul(within[:, :, :, -1], ops.transpose(
-      decay_powers(chunks, chunk_length), (0, 2, 1)))  # [C, B, n]
+  ends = ops.matmul(within[:, :, :, -1], _toeplitz_transposed(
+      ops.exp(_steps(chunks, chunk_length) * log_decay), chunks))  # [C, B, n]
   initial = ops.transpose(initial_state, (1, 0))[:, :, None]  # [C, B, 1]
   chunk_index = ops.cast(ops.arange(chunks), 'float32')[None, None, :]
-  ends = ends + ops.exp((chunk_index + 1.) * chunk_length * log_decay) * (
-      initial)
+  ends = ends + ops.exp((chunk_index + 1.) * chunk_length *
+                       log_decay[:, :, None]) * initial
   previous = ops.concatenate([initial, ends[:, :, :-1]],
                              axis=2)  # state entering each chunk
   step_in_chunk = ops.cast(ops.arange(chunk), 'float32')[None, None, None, :]
-  smoothed = within + ops.exp((step_in_chunk + 1.) * log_decay[..., None]) * (
-      previous[..., None])
+  smoothed = within + ops.exp(
+      (step_in_chunk + 1.) * log_decay[:, :, None, None]) * previous[..., None]
   smoothed = ops.reshape(smoothed, (channels, batch, chunks * chunk))
   return ops.transpose(smoothed[:, :, :frames], (1, 2, 0))
 
