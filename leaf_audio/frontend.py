@@ -367,8 +367,8 @@ class Leaf(keras.layers.Layer):
       # function (a tf.cond inside one cannot be differentiated).
       banded, fits = tf.function(self._checked_banded_features,
                                  jit_compile=True, autograph=False)(inputs)
-      outputs = tf.cond(fits, lambda: banded, lambda: self._features(
-          inputs, self._filterbank_energies.exact))
+      outputs = tf.cond(fits, lambda: banded, fast_gabor.fallback_branch(
+          lambda: self._features(inputs, self._filterbank_energies.exact)))
     else:
       outputs = self._features(inputs)
     if self._spec_augment is not None:
