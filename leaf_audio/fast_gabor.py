@@ -872,6 +872,11 @@ def pooled_energies_banded(waveform, gabor_kernel, channel_windows,
   # [batch * blocks, n_fft / CHUNK, CHUNK]: the spectrum in chunks.
   spectrum = tf.reshape(spectrum, [batch * blocks, n_fft // CHUNK, CHUNK])
 
+  # The channels' weights in the plan's order, each group's a contiguous
+  # range (one gather each, not one per group and weight).
+  planned = np.concatenate([group.channels for group in plan.groups])
+  gabor_kernel = tf.gather(gabor_kernel, planned)
+  channel_windows = tf.gather(channel_windows, planned)
   eta, sigma = gabor_kernel[:, 0], gabor_kernel[:, 1]
   centre_bin = tf.stop_gradient(
       tf.cast(tf.round(eta * (n_fft / (2. * math.pi))), tf.int32))
@@ -888,9 +893,11 @@ def pooled_energies_banded(waveform, gabor_kernel, channel_windows,
   # [n, 4, 2 pool_half + 1].
   outside_windows = channel_windows[:, None, :] * outside[None]
   pooled, corrections = [], []
+  start = 0
   for group in plan.groups:
-    channels = np.array(group.channels)
-    n_group = len(channels)
+    n_group = len(group.channels)
+    channels = slice(start, start + n_group)  # the group's, in plan order
+    start += n_group
     decimation = group.decimation
     size = n_fft // decimation
     # Each channel's band: the `size` bins from the chunk holding its bin
@@ -898,7 +905,7 @@ def pooled_energies_banded(waveform, gabor_kernel, channel_windows,
     # `chunks` chunks are kept (the response is zero on the others):
     # [batch * blocks, n_g, size].
     first_chunk = tf.math.floordiv(
-        tf.gather(centre_bin, channels) - group.below, CHUNK)
+        centre_bin[channels] - group.below, CHUNK)
     chunk_index = tf.math.floormod(
         first_chunk[:, None] + np.arange(size // CHUNK), n_fft // CHUNK)
     selected = tf.reshape(tf.gather(spectrum, chunk_index, axis=1),
@@ -911,18 +918,18 @@ def pooled_energies_banded(waveform, gabor_kernel, channel_windows,
     kept = int(group.chunks.max()) * CHUNK
     responses = []
     if group.truncated:  # the W-tap filters' own responses
-      truncated = channels[:group.truncated]
+      truncated = slice(channels.start, channels.start + group.truncated)
       exact = band_gabor_responses(
-          tf.gather(gabor_kernel, truncated), first_bin[:group.truncated],
+          gabor_kernel[truncated], first_bin[:group.truncated],
           plan.kernel_size, n_fft, kept)
       responses.append(tf.pad(exact, [[0, 0], [0, size - kept]]))
     if group.truncated < n_group:  # the Gaussian closed form
-      gaussian = channels[group.truncated:]
+      gaussian = slice(channels.start + group.truncated, channels.stop)
       offset_freq = (tf.cast(first_bin[group.truncated:, None] +
                              np.arange(size), tf.float32) *
-                     (2. * math.pi / n_fft) - tf.gather(eta, gaussian)[:, None])
+                     (2. * math.pi / n_fft) - eta[gaussian][:, None])
       responses.append(tf.exp(-0.5 * tf.square(
-          tf.gather(sigma, gaussian)[:, None] * offset_freq)))
+          sigma[gaussian][:, None] * offset_freq)))
     response = _concat(responses, 0)
     response = as_complex(response * in_band)
     # y_n at every D-th sample, times D (the inverse FFT of Q points scales
@@ -932,7 +939,7 @@ def pooled_energies_banded(waveform, gabor_kernel, channel_windows,
     # Pooling on the grid: taps at offsets i D, weights D g(i D) / D^2, half
     # plus 1 / (2 D) at the window's ends (trapezoid + Euler-Maclaurin).
     taps = pool_half // decimation
-    grid_windows = tf.gather(channel_windows, channels)[:, ::decimation]
+    grid_windows = channel_windows[channels, ::decimation]
     ends = np.ones(2 * taps + 1, np.float32)
     if decimation > 1:
       ends[[0, -1]] = (decimation + 1.) / (2. * decimation)
@@ -945,7 +952,7 @@ def pooled_energies_banded(waveform, gabor_kernel, channel_windows,
     # Edge frames: the window's part outside the clip, from the grid by
     # linear interpolation: [n_g, 4, 2 taps + 1].
     excluded = _grid_interpolation_weights(
-        tf.gather(outside_windows, channels), decimation)
+        outside_windows[channels], decimation)
     flat_index = (((edge_block * n_group)[None, :, None] +
                    np.arange(n_group)[:, None, None]) * size +
                   (edge_centre // decimation)[None, :, None] +
