@@ -20,6 +20,11 @@ How it measures:
   round), and each entry is the median over the rounds, so that a machine
   shared with other work slows all of them alike; the ratio of two medians
   taken on the same rounds is what to compare across machines;
+- each setting (batch size and clip length) runs in a process of its own,
+  all frontends together: in one long process a setting's times depended on
+  the settings before it (fast LEAF at batch 1 x 10 s: 1.7x mel's forward
+  time on its own, 2.2x after the 1 s settings, mel's own time unchanged),
+  which no user's program sees; `--in-process` runs them all in this one;
 - peak memory is TensorFlow's CPU allocator's peak during a
   forward+backward call (the least over five calls: it varies with the
   order the ops run in), minus what was allocated before it (the inputs and
@@ -31,9 +36,12 @@ How it measures:
 """
 
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -132,6 +140,18 @@ def _cpu_name():
   return platform.processor() or platform.machine()
 
 
+def _measure_in_subprocess(names, batch, seconds, rounds):
+  """`measure` in a fresh Python process (see the module docstring)."""
+  command = [sys.executable, os.path.abspath(__file__), '--worker',
+             '--batches', str(batch), '--seconds', str(seconds), '--rounds',
+             str(rounds), '--frontends', *names]
+  done = subprocess.run(command, capture_output=True, text=True, check=False)
+  if done.returncode != 0:
+    raise RuntimeError(f'The benchmark of batch {batch} x {seconds} s failed:'
+                       f'\n{done.stderr[-3000:]}')
+  return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--batches', type=int, nargs='+', default=[1, 32])
@@ -140,8 +160,16 @@ def main():
                       help='interleaved timing rounds (median reported)')
   parser.add_argument('--frontends', nargs='+', default=list(FRONTENDS),
                       choices=list(FRONTENDS))
+  parser.add_argument('--in-process', action='store_true',
+                      help='measure every setting in this process')
+  parser.add_argument('--worker', action='store_true',
+                      help=argparse.SUPPRESS)  # one setting, JSON out
   args = parser.parse_args()
   names = ['Mel'] + [n for n in args.frontends if n != 'Mel']
+  if args.worker:
+    print(json.dumps(measure(names, args.batches[0], args.seconds[0],
+                             args.rounds)))
+    return
   print(f'Machine: {_cpu_name()}, {os.cpu_count()} CPU cores visible, '
         f'TensorFlow {tf.__version__}, load average '
         f'{os.getloadavg()[0]:.1f} at start.\n')
@@ -150,7 +178,10 @@ def main():
   print('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
   for seconds in args.seconds:
     for batch in args.batches:
-      results = measure(names, batch, seconds, args.rounds)
+      if args.in_process:
+        results = measure(names, batch, seconds, args.rounds)
+      else:
+        results = _measure_in_subprocess(names, batch, seconds, args.rounds)
       mel_fwd, mel_fb, mel_mem = results['Mel']
       for name in names:
         fwd, fb, mem = results[name]
