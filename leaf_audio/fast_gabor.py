@@ -764,9 +764,15 @@ class BandedPlan:
         sigma, _pool_std(pool_windows.T), kernel_size, self.n_fft, STRICT)
     members = {}
     for channel in range(len(sigma)):
-      need = 2 * filter_bins[channel] + 1 + pool_bins[channel]
+      # The grid of Q = n_fft / D points holds the pooling's bandwidth and
+      # whole chunks reaching `filter_bins` on both sides of the centre
+      # (the chunks are laid out as below; for short clips, whose FFTs have
+      # few bins, the rounding to chunks matters).
+      chunks_needed = math.ceil(2 * filter_bins[channel] / CHUNK) + 1
       decimation = next(
-          (d for d in self.decimations if self.n_fft // d >= need), 1)
+          (d for d in self.decimations
+           if (self.n_fft // d - pool_bins[channel]) // CHUNK >= chunks_needed),
+          1)
       members.setdefault(decimation, []).append(channel)
     self.groups = []
     for decimation in sorted(members, reverse=True):
