@@ -839,6 +839,103 @@ class BandedPlan:
             f'{self.groups})')
 
 
+# Band signals of a group ([batch * blocks, n_g, Q] complex64) at least this
+# large are not kept for the backward pass but computed again there from the
+# block spectra (`band_energies(..., recompute=True)`). At batch 32 x 10 s
+# the kept signals (the selected bins and the filtered signal) took 2 x 174
+# MB; recomputing them: peak memory of forward+backward 735-747 -> 653-687 MB
+# (2.9-3.0x -> 2.6-2.7x mel's, benchmark runs of 5 rounds), its time within
+# the runs' noise (1.7-1.8x mel's either way).
+REMATERIALIZE_ELEMENTS = 2**22
+
+
+def band_energies(spectrum, response, grid_windows, chunk_index, flat_index,
+                  batch, pooling, recompute=False):
+  """One group's band signals, squared modulus and pooling on the grid.
+
+  Args:
+    spectrum: [batch * blocks, n_fft / CHUNK, CHUNK] complex64 block spectra.
+    response: [n_g, Q] float32, the channels' responses on their bins.
+    grid_windows: [n_g, taps] float32 pooling windows on the grid.
+    chunk_index: [n_g, Q / CHUNK] int32, each channel's chunks of the
+      spectrum.
+    flat_index: [n_g, 4, taps] indices of the edge frames' grid samples in
+      the flattened [batch, blocks * n_g * Q] signals.
+    batch: the batch size (an int or a scalar tensor).
+    pooling: (stride on the grid, frames per block, first block), as for
+      `pool_squared_modulus`.
+    recompute: whether the backward pass recomputes the band signals from
+      `spectrum` rather than keeping them.
+
+  Returns:
+    ([batch * blocks, n_g, frames per block] pooled |y|^2 (times D^2), and
+    [batch, n_g, 4, taps] |y|^2 at the edge frames' grid samples).
+  """
+  n_group, size = response.shape
+
+  def filtered_signals(spectrum, response):
+    """[batch * blocks, n_g, Q] complex64: y_n at every D-th sample, times D
+    (the inverse FFT of Q points scales by 1 / Q instead of 1 / n_fft), so
+    that |y_n|^2 is times D^2."""
+    selected = tf.reshape(tf.gather(spectrum, chunk_index, axis=1),
+                          [-1, n_group, size])
+    return tf.signal.ifft(selected * as_complex(response))
+
+  def edge_samples(signals):
+    return tf.gather(tf.reshape(signals, [batch, -1]), flat_index, axis=1)
+
+  if not recompute:
+    filtered = filtered_signals(spectrum, response)
+    pooled = pool_squared_modulus(filtered, grid_windows, *pooling)
+    return pooled, squared_modulus(edge_samples(filtered))
+
+  @tf.custom_gradient
+  def computed(spectrum, response, grid_windows):
+    filtered = filtered_signals(spectrum, response)
+    pooled = pool_squared_modulus(filtered, grid_windows, *pooling)
+    samples = squared_modulus(edge_samples(filtered))
+
+    def grad(d_pooled, d_samples):
+      # The inputs as tensors of the graph being built (a gradient may be
+      # built in another graph, e.g. a tf.cond's gradient branch, where the
+      # tapes below would not see the captured originals).
+      spectrum_, response_, windows_ = (
+          tf.identity(spectrum), tf.identity(response),
+          tf.identity(grid_windows))
+      selected = tf.reshape(tf.gather(spectrum_, chunk_index, axis=1),
+                            [-1, n_group, size])
+      with tf.GradientTape() as inverse_tape:
+        product = selected * as_complex(response_)
+        inverse_tape.watch(product)
+        filtered = tf.signal.ifft(product)
+      energies = tf.math.real(filtered * tf.math.conj(filtered))
+      with tf.GradientTape() as tape:
+        tape.watch([energies, windows_])
+        again = (pool_blocks(energies, windows_, *pooling),
+                 edge_samples(energies))
+      d_energies, d_windows = tape.gradient(
+          again, [energies, windows_],
+          output_gradients=[d_pooled, d_samples])
+      # |y|^2 (Eq. 3) -> y -> the product before the inverse FFT (linear).
+      d_filtered = tf.cast(2. * d_energies, tf.complex64) * filtered
+      d_product = inverse_tape.gradient(filtered, product,
+                                        output_gradients=d_filtered)
+      # d/d response of the product, summed over the blocks.
+      d_response = tf.reduce_sum(
+          tf.math.real(d_product * tf.math.conj(selected)), 0)
+      with tf.GradientTape() as tape:
+        tape.watch(spectrum_)
+        reselected = tf.gather(spectrum_, chunk_index, axis=1)
+      d_spectrum = tf.convert_to_tensor(tape.gradient(
+          reselected, spectrum_, output_gradients=tf.reshape(
+              d_product * as_complex(response_), tf.shape(reselected))))
+      return d_spectrum, d_response, d_windows
+
+    return (pooled, samples), grad
+
+  return computed(spectrum, response, grid_windows)
+
+
 def pooled_energies_banded(waveform, gabor_kernel, channel_windows,
                            plan: BandedPlan):
   """Gabor filterbank energies, pooled, in the banded formulation (fast mode).
@@ -914,8 +1011,6 @@ def pooled_energies_banded(waveform, gabor_kernel, channel_windows,
         centre_bin[channels] - group.below, CHUNK)
     chunk_index = tf.math.floormod(
         first_chunk[:, None] + np.arange(size // CHUNK), n_fft // CHUNK)
-    selected = tf.reshape(tf.gather(spectrum, chunk_index, axis=1),
-                          [batch * blocks, n_group, size])
     in_band = (np.arange(size) < group.chunks[:, None] * CHUNK).astype(
         np.float32)  # [n_g, size]
     # The kept bins, not wrapped (so negative below bin 0, past n_fft above
@@ -936,12 +1031,7 @@ def pooled_energies_banded(waveform, gabor_kernel, channel_windows,
                      (2. * math.pi / n_fft) - eta[gaussian][:, None])
       responses.append(tf.exp(-0.5 * tf.square(
           sigma[gaussian][:, None] * offset_freq)))
-    response = _concat(responses, 0)
-    response = as_complex(response * in_band)
-    # y_n at every D-th sample, times D (the inverse FFT of Q points scales
-    # by 1 / Q instead of 1 / n_fft), so |y_n|^2 times D^2:
-    # [batch * blocks, n_g, size].
-    filtered = tf.signal.ifft(selected * response)
+    response = _concat(responses, 0) * in_band
     # Pooling on the grid: taps at offsets i D, weights D g(i D) / D^2, half
     # plus 1 / (2 D) at the window's ends (trapezoid + Euler-Maclaurin).
     taps = pool_half // decimation
@@ -950,22 +1040,26 @@ def pooled_energies_banded(waveform, gabor_kernel, channel_windows,
     if decimation > 1:
       ends[[0, -1]] = (decimation + 1.) / (2. * decimation)
     grid_windows = grid_windows * (ends / decimation)
-    group_pooled = pool_squared_modulus(
-        filtered, grid_windows, stride // decimation, plan.frames_per_block,
-        (margin - pool_half) // stride)
+    # The edge frames' grid samples: [batch, n_g, 4, 2 taps + 1] indices of
+    # the flattened [batch, blocks * n_g * size] signals.
+    flat_index = (((edge_block * n_group)[None, :, None] +
+                   np.arange(n_group)[:, None, None]) * size +
+                  (edge_centre // decimation)[None, :, None] +
+                  np.arange(-taps, taps + 1))
+
+    # [batch * blocks, n_g, Q] values (infinite for an unknown shape).
+    band_elements = _static_size(spectrum) / n_fft * n_group * size
+    group_pooled, samples = band_energies(
+        spectrum, response, grid_windows, chunk_index, flat_index, batch,
+        (stride // decimation, plan.frames_per_block,
+         (margin - pool_half) // stride),
+        recompute=band_elements >= REMATERIALIZE_ELEMENTS)
     pooled.append(tf.reshape(group_pooled, [batch, blocks, n_group,
                                             plan.frames_per_block]))
     # Edge frames: the window's part outside the clip, from the grid by
     # linear interpolation: [n_g, 4, 2 taps + 1].
     excluded = _grid_interpolation_weights(
         outside_windows[channels], decimation)
-    flat_index = (((edge_block * n_group)[None, :, None] +
-                   np.arange(n_group)[:, None, None]) * size +
-                  (edge_centre // decimation)[None, :, None] +
-                  np.arange(-taps, taps + 1))
-    samples = squared_modulus(tf.gather(
-        tf.reshape(filtered, [batch, -1]), flat_index,
-        axis=1))  # [batch, n_g, 4, 2 taps + 1]
     corrections.append(tf.reduce_sum(samples * excluded, -1) /
                        float(decimation**2))  # [batch, n_g, 4]
   # [batch, blocks, n, frames per block], channels in the plan's order.

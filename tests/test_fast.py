@@ -107,6 +107,34 @@ def test_fast_pooled_energies_before_compression(original):
                      np.asarray(exact(original['x']))) < 2e-3
 
 
+def test_rematerialized_band_signals_give_the_same_gradients(original,
+                                                            monkeypatch):
+  """Large inputs recompute each group's band signals in the backward pass
+  instead of keeping them: same outputs and gradients as keeping them."""
+  _, fast = leaf_pair('far')
+  waveforms = tf.constant(original['x'])
+  projection = tf.constant(np.random.default_rng(1).uniform(
+      -1., 1., (4, 100, 40)).astype(np.float32))
+
+  def outputs_and_gradients_of(waveforms):
+    with tf.GradientTape() as tape:
+      outputs = fast(waveforms)
+      loss = tf.reduce_sum(outputs * projection)
+    return outputs, tape.gradient(loss, fast.trainable_variables)
+
+  results = {}
+  for threshold in (math.inf, 0):  # keep every group's signals, recompute
+    monkeypatch.setattr(fast_gabor, 'REMATERIALIZE_ELEMENTS', threshold)
+    monkeypatch.setattr(frontend, 'XLA_MAX_SAMPLES', 0)
+    results[threshold] = tf.function(outputs_and_gradients_of)(waveforms)
+  (kept, kept_grads), (recomputed, recomputed_grads) = results.values()
+  np.testing.assert_allclose(recomputed, kept, rtol=1e-6, atol=1e-6)
+  assert len(kept_grads) == 6
+  for grad, expected in zip(recomputed_grads, kept_grads):
+    np.testing.assert_allclose(grad, expected, rtol=1e-4,
+                               atol=1e-5 * np.abs(expected).max())
+
+
 @pytest.mark.parametrize('kind', ['init', 'far', 'narrow', 'wide'])
 @pytest.mark.parametrize('samples', [160, 400, 1600, 4000])
 def test_fast_plans_of_short_clips_fit_their_weights(original, kind,
