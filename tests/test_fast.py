@@ -79,6 +79,21 @@ def outputs_and_gradients(leaf, waveforms, seed=1):
   return np.asarray(outputs), [np.asarray(g) for g in grads]
 
 
+def projected_gradients_function(leaf, output_shape, seed=1):
+  """A function of waveforms: Leaf's output and the gradients of a fixed
+  random projection of it (to be traced with tf.function)."""
+  projection = tf.constant(np.random.default_rng(seed).uniform(
+      -1., 1., output_shape).astype(np.float32))
+
+  def outputs_and_gradients_of(waveforms):
+    with tf.GradientTape() as tape:
+      outputs = leaf(waveforms)
+      loss = tf.reduce_sum(outputs * projection)
+    return outputs, tape.gradient(loss, leaf.trainable_variables)
+
+  return outputs_and_gradients_of
+
+
 def relative_l2(actual, expected):
   return np.linalg.norm(actual - expected) / np.linalg.norm(expected)
 
@@ -113,15 +128,7 @@ def test_rematerialized_band_signals_give_the_same_gradients(original,
   instead of keeping them: same outputs and gradients as keeping them."""
   _, fast = leaf_pair('far')
   waveforms = tf.constant(original['x'])
-  projection = tf.constant(np.random.default_rng(1).uniform(
-      -1., 1., (4, 100, 40)).astype(np.float32))
-
-  def outputs_and_gradients_of(waveforms):
-    with tf.GradientTape() as tape:
-      outputs = fast(waveforms)
-      loss = tf.reduce_sum(outputs * projection)
-    return outputs, tape.gradient(loss, fast.trainable_variables)
-
+  outputs_and_gradients_of = projected_gradients_function(fast, (4, 100, 40))
   results = {}
   for threshold in (math.inf, 0):  # keep every group's signals, recompute
     monkeypatch.setattr(fast_gabor, 'REMATERIALIZE_ELEMENTS', threshold)
@@ -266,15 +273,7 @@ def test_small_inputs_compiled_with_xla_compute_the_same(original,
   outputs and gradients as the same computation op by op."""
   _, fast = leaf_pair('far')
   waveforms = tf.constant(original['x'][:2, :16000])  # 32000 samples
-  projection = tf.constant(np.random.default_rng(1).uniform(
-      -1., 1., (2, 100, 40)).astype(np.float32))
-
-  def outputs_and_gradients_of(waveforms):
-    with tf.GradientTape() as tape:
-      outputs = fast(waveforms)
-      loss = tf.reduce_sum(outputs * projection)
-    return outputs, tape.gradient(loss, fast.trainable_variables)
-
+  outputs_and_gradients_of = projected_gradients_function(fast, (2, 100, 40))
   compiled = tf.function(outputs_and_gradients_of)
   assert compiles_with_xla(compiled, waveforms)
   # Larger inputs, and inputs of an unknown shape, are not compiled.
