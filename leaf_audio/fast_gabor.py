@@ -884,17 +884,16 @@ def band_energies(spectrum, response, grid_windows, chunk_index, flat_index,
   def edge_samples(signals):
     return tf.gather(tf.reshape(signals, [batch, -1]), flat_index, axis=1)
 
-  if not recompute:
+  def energies(spectrum, response, grid_windows):
     filtered = filtered_signals(spectrum, response)
-    pooled = pool_squared_modulus(filtered, grid_windows, *pooling)
-    return pooled, squared_modulus(edge_samples(filtered))
+    return (pool_squared_modulus(filtered, grid_windows, *pooling),
+            squared_modulus(edge_samples(filtered)))
+
+  if not recompute:
+    return energies(spectrum, response, grid_windows)
 
   @tf.custom_gradient
   def computed(spectrum, response, grid_windows):
-    filtered = filtered_signals(spectrum, response)
-    pooled = pool_squared_modulus(filtered, grid_windows, *pooling)
-    samples = squared_modulus(edge_samples(filtered))
-
     def grad(d_pooled, d_samples):
       # The inputs as tensors of the graph being built (a gradient may be
       # built in another graph, e.g. a tf.cond's gradient branch, where the
@@ -902,36 +901,34 @@ def band_energies(spectrum, response, grid_windows, chunk_index, flat_index,
       spectrum_, response_, windows_ = (
           tf.identity(spectrum), tf.identity(response),
           tf.identity(grid_windows))
-      selected = tf.reshape(tf.gather(spectrum_, chunk_index, axis=1),
-                            [-1, n_group, size])
+      with tf.GradientTape() as gather_tape:
+        gather_tape.watch(spectrum_)
+        gathered = tf.gather(spectrum_, chunk_index, axis=1)
+      selected = tf.reshape(gathered, [-1, n_group, size])
       with tf.GradientTape() as inverse_tape:
         product = selected * as_complex(response_)
         inverse_tape.watch(product)
         filtered = tf.signal.ifft(product)
-      energies = tf.math.real(filtered * tf.math.conj(filtered))
+      power = tf.math.real(filtered * tf.math.conj(filtered))
       with tf.GradientTape() as tape:
-        tape.watch([energies, windows_])
-        again = (pool_blocks(energies, windows_, *pooling),
-                 edge_samples(energies))
-      d_energies, d_windows = tape.gradient(
-          again, [energies, windows_],
-          output_gradients=[d_pooled, d_samples])
+        tape.watch([power, windows_])
+        again = (pool_blocks(power, windows_, *pooling),
+                 edge_samples(power))
+      d_power, d_windows = tape.gradient(
+          again, [power, windows_], output_gradients=[d_pooled, d_samples])
       # |y|^2 (Eq. 3) -> y -> the product before the inverse FFT (linear).
-      d_filtered = tf.cast(2. * d_energies, tf.complex64) * filtered
+      d_filtered = tf.cast(2. * d_power, tf.complex64) * filtered
       d_product = inverse_tape.gradient(filtered, product,
                                         output_gradients=d_filtered)
       # d/d response of the product, summed over the blocks.
       d_response = tf.reduce_sum(
           tf.math.real(d_product * tf.math.conj(selected)), 0)
-      with tf.GradientTape() as tape:
-        tape.watch(spectrum_)
-        reselected = tf.gather(spectrum_, chunk_index, axis=1)
-      d_spectrum = tf.convert_to_tensor(tape.gradient(
-          reselected, spectrum_, output_gradients=tf.reshape(
-              d_product * as_complex(response_), tf.shape(reselected))))
+      d_spectrum = tf.convert_to_tensor(gather_tape.gradient(
+          gathered, spectrum_, output_gradients=tf.reshape(
+              d_product * as_complex(response_), tf.shape(gathered))))
       return d_spectrum, d_response, d_windows
 
-    return (pooled, samples), grad
+    return energies(spectrum, response, grid_windows), grad
 
   return computed(spectrum, response, grid_windows)
 
