@@ -843,8 +843,8 @@ class BandedPlan:
 # large are not kept for the backward pass but computed again there from the
 # block spectra (`band_energies(..., recompute=True)`). At batch 32 x 10 s
 # the kept signals (the selected bins and the filtered signal) took 2 x 174
-# MB; recomputing them: peak memory of forward+backward 735-747 -> 653-687 MB
-# (2.9-3.0x -> 2.6-2.7x mel's, benchmark runs of 5 rounds), its time within
+# MB; recomputing them: peak memory of forward+backward 735-747 -> 620-687 MB
+# (2.9-3.0x -> 2.4-2.7x mel's, benchmark runs of 5-11 rounds), its time within
 # the runs' noise (1.7-1.8x mel's either way).
 REMATERIALIZE_ELEMENTS = 2**22
 
@@ -856,11 +856,11 @@ def band_energies(spectrum, response, grid_windows, chunk_index, flat_index,
   Args:
     spectrum: [batch * blocks, n_fft / CHUNK, CHUNK] complex64 block spectra.
     response: [n_g, Q] float32, the channels' responses on their bins.
-    grid_windows: [n_g, taps] float32 pooling windows on the grid.
+    grid_windows: [n_g, 2 taps + 1] float32 pooling windows on the grid.
     chunk_index: [n_g, Q / CHUNK] int32, each channel's chunks of the
       spectrum.
-    flat_index: [n_g, 4, taps] indices of the edge frames' grid samples in
-      the flattened [batch, blocks * n_g * Q] signals.
+    flat_index: [n_g, 4, 2 taps + 1] indices of the edge frames' grid
+      samples in the flattened [batch, blocks * n_g * Q] signals.
     batch: the batch size (an int or a scalar tensor).
     pooling: (stride on the grid, frames per block, first block), as for
       `pool_squared_modulus`.
@@ -869,7 +869,7 @@ def band_energies(spectrum, response, grid_windows, chunk_index, flat_index,
 
   Returns:
     ([batch * blocks, n_g, frames per block] pooled |y|^2 (times D^2), and
-    [batch, n_g, 4, taps] |y|^2 at the edge frames' grid samples).
+    [batch, n_g, 4, 2 taps + 1] |y|^2 at the edge frames' grid samples).
   """
   n_group, size = response.shape
 
@@ -1037,8 +1037,8 @@ def pooled_energies_banded(waveform, gabor_kernel, channel_windows,
     if decimation > 1:
       ends[[0, -1]] = (decimation + 1.) / (2. * decimation)
     grid_windows = grid_windows * (ends / decimation)
-    # The edge frames' grid samples: [batch, n_g, 4, 2 taps + 1] indices of
-    # the flattened [batch, blocks * n_g * size] signals.
+    # The edge frames' grid samples: [n_g, 4, 2 taps + 1] indices of the
+    # flattened [batch, blocks * n_g * size] signals.
     flat_index = (((edge_block * n_group)[None, :, None] +
                    np.arange(n_group)[:, None, None]) * size +
                   (edge_centre // decimation)[None, :, None] +
