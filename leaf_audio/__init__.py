@@ -6,7 +6,9 @@ serialization.
 
 from leaf_audio import callbacks
 from leaf_audio import convolution
+from leaf_audio import filterbank
 from leaf_audio import frontend
+from leaf_audio import gabor
 from leaf_audio import impulse_responses
 from leaf_audio import initializers
 from leaf_audio import melfilters

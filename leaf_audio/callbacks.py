@@ -7,18 +7,19 @@ from leaf_audio import frontend
 
 
 def leaf_layers(model):
-  """The `Leaf` layers (and subclasses) in `model`, itself included."""
+  """The learnable frontends (`Leaf` and its baselines) in `model`, itself
+  included."""
   # Keras 3 has no public recursive listing of sublayers; `_flatten_layers`
   # is what `Layer.weights` itself walks.
   return [layer for layer in model._flatten_layers(include_self=True)  # pylint: disable=protected-access
-          if isinstance(layer, frontend.Leaf)]
+          if isinstance(layer, frontend.LearnableFrontend)]
 
 
 class RefreshFastPlans(keras.callbacks.Callback):
   """Traces `Model.fit`'s functions again when fast LEAF plans go stale.
 
   `Leaf(implementation='fast')` fixes the layout of its banded computation
-  (a `fast_gabor.BandedPlan`) from the weights when a function is traced,
+  (a `filterbank.plan.BandedPlan`) from the weights when a function is traced,
   and falls back to the exact computation, at its cost, once training moves
   the weights out of that layout. Every `check_every` steps and at the end
   of every epoch, this callback asks each fast Leaf in the model whether

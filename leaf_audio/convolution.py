@@ -1,4 +1,5 @@
-"""Convolution layers of the frontends' filtering stage (Section 3.1)."""
+"""The frontends' filtering stage (Section 3.1): convolution layers, and the
+squared modulus of complex responses (Eq. 3)."""
 
 import math
 
@@ -7,6 +8,7 @@ import keras
 from keras import ops
 import tensorflow as tf
 
+from leaf_audio import gabor
 from leaf_audio import impulse_responses
 from leaf_audio import initializers
 from leaf_audio import utils
@@ -125,6 +127,33 @@ class FFTConv1D(keras.layers.Conv1D):
     return outputs
 
 
+@utils.register
+class SquaredModulus(keras.layers.Layer):
+  """Squared modulus of complex responses stored as interleaved real channels.
+
+  Channels (2n, 2n + 1) are the real and imaginary parts of the n-th complex
+  response; the output channel n is `real^2 + imag^2` (Eq. 3).
+
+  Call arguments:
+    inputs: [batch, time, 2 * channels].
+
+  Returns:
+    [batch, time, channels].
+  """
+
+  def __init__(self, name='squared_modulus', **kwargs):
+    super().__init__(name=name, **kwargs)
+
+  def call(self, inputs):
+    shape = ops.shape(inputs)
+    pairs = ops.reshape(inputs, (shape[0], shape[1], shape[2] // 2, 2))
+    return ops.sum(ops.square(pairs), axis=-1)
+
+  def compute_output_shape(self, input_shape):
+    channels = input_shape[2] // 2 if input_shape[2] is not None else None
+    return (input_shape[0], input_shape[1], channels)
+
+
 @keras.saving.register_keras_serializable(package='leaf_audio')
 class GaborConstraint(keras.constraints.Constraint):
   """Keeps Gabor parameters in the ranges of Section 3.1.2.
@@ -142,11 +171,7 @@ class GaborConstraint(keras.constraints.Constraint):
     self._kernel_size = kernel_size
 
   def __call__(self, kernel):
-    sigma_lower = 4. * math.sqrt(2. * math.log(2.)) / math.pi
-    sigma_upper = self._kernel_size * math.sqrt(2. * math.log(2.)) / math.pi
-    center_freqs = ops.clip(kernel[:, 0], 0., math.pi)
-    sigmas = ops.clip(kernel[:, 1], sigma_lower, sigma_upper)
-    return ops.stack([center_freqs, sigmas], axis=1)
+    return gabor.constrain(kernel, self._kernel_size)
 
   def get_config(self):
     return {'kernel_size': self._kernel_size}
@@ -184,6 +209,18 @@ class _FilterbankConv1D(keras.layers.Layer):
     self.use_bias = use_bias
     self.kernel_initializer = keras.initializers.get(kernel_initializer)
     self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+
+  def _output_channels(self):
+    return self.filters
+
+  def compute_output_shape(self, input_shape):
+    length = input_shape[1]
+    if length is not None:
+      if self.padding == 'same':
+        length = -(-length // self.strides)
+      else:
+        length = max((length - self.kernel_size) // self.strides + 1, 0)
+    return (input_shape[0], length, self._output_channels())
 
   def _build_bias(self, channels):
     self.bias = None
@@ -289,8 +326,7 @@ class GaborConv1D(_FilterbankConv1D):
 
   def impulse_responses(self):
     """The real filters, [kernel_size, 1, filters], real/imag interleaved."""
-    real, imag = impulse_responses.gabor_real_imag(self.constrained_kernel(),
-                                                   self.kernel_size)
+    real, imag = gabor.real_imag(self.constrained_kernel(), self.kernel_size)
     interleaved = ops.reshape(ops.stack([real, imag], axis=1),
                               (self.filters, self.kernel_size))
     return ops.transpose(interleaved)[:, None, :]
@@ -397,6 +433,9 @@ class SincConv1D(_FilterbankConv1D):
     self.min_band_hz = min_band_hz
     self._window = utils.window(utils.WindowType.HAMMING,
                                 kernel_size).astype('float32')
+
+  def _output_channels(self):
+    return self.filters // 2
 
   def build(self, input_shape):
     # Not autocast under mixed precision: the cutoffs (in Hz) stay float32.

@@ -1,7 +1,12 @@
-"""The frontends: LEAF, its learnable baselines and mel-filterbanks.
+"""The frontends: LEAF, its learnable baselines, mel-filterbanks, WaveGram.
 
 Every frontend is a Keras layer mapping waveforms [batch, time] or
 [batch, time, 1] (float, in [-1, 1]) to features [batch, frames, n_filters].
+
+LEAF and its learnable baselines (`TimeDomainFilterbanks`, `SincNet`,
+`SincNetPlus`) are `LearnableFrontend`s: each builds its own parts (filters,
+activation, pooling, compression) and they share the pipeline that runs
+them.
 
 Example:
   >>> import leaf_audio.frontend as frontend
@@ -19,12 +24,14 @@ from keras import ops
 import tensorflow as tf
 
 from leaf_audio import convolution
-from leaf_audio import fast_gabor
+from leaf_audio import filterbank
 from leaf_audio import initializers
 from leaf_audio import melfilters
+from leaf_audio import models
 from leaf_audio import pooling
 from leaf_audio import postprocessing
 from leaf_audio import utils
+from leaf_audio.convolution import SquaredModulus  # pylint: disable=unused-import
 
 
 @keras.saving.register_keras_serializable(package='leaf_audio')
@@ -102,6 +109,12 @@ def _framed_shape(input_shape, stride, n_filters):
   return (input_shape[0], frames, n_filters)
 
 
+def _framed_shape(input_shape, stride, n_filters):
+  """[batch, ceil(time / stride), n_filters]: 'SAME' framing of waveforms."""
+  frames = None if input_shape[1] is None else -(-input_shape[1] // stride)
+  return (input_shape[0], frames, n_filters)
+
+
 def _serialize_class(cls):
   return {'module': cls.__module__, 'class_name': cls.__name__}
 
@@ -126,33 +139,6 @@ def _deserialize(config):
   return keras.saving.deserialize_keras_object(config)
 
 
-@utils.register
-class SquaredModulus(keras.layers.Layer):
-  """Squared modulus of complex responses stored as interleaved real channels.
-
-  Channels (2n, 2n + 1) are the real and imaginary parts of the n-th complex
-  response; the output channel n is `real^2 + imag^2` (Eq. 3).
-
-  Call arguments:
-    inputs: [batch, time, 2 * channels].
-
-  Returns:
-    [batch, time, channels].
-  """
-
-  def __init__(self, name='squared_modulus', **kwargs):
-    super().__init__(name=name, **kwargs)
-
-  def call(self, inputs):
-    shape = ops.shape(inputs)
-    pairs = ops.reshape(inputs, (shape[0], shape[1], shape[2] // 2, 2))
-    return ops.sum(ops.square(pairs), axis=-1)
-
-  def compute_output_shape(self, input_shape):
-    channels = input_shape[2] // 2 if input_shape[2] is not None else None
-    return (input_shape[0], input_shape[1], channels)
-
-
 def default_max_freq(sample_rate):
   """The top of the mel range the Gabor filters start from, in Hz.
 
@@ -163,11 +149,6 @@ def default_max_freq(sample_rate):
   return min(7800., 0.4875 * sample_rate)
 
 
-# The fast mode compiles inputs of at most this many samples (batch x time)
-# with XLA (see `Leaf._compiles_small_input`); 0 turns it off.
-XLA_MAX_SAMPLES = 2**16
-
-
 def _default_pcen():
   """sPCEN as LEAF uses it: every parameter learned, per channel."""
   return postprocessing.PCENLayer(
@@ -175,8 +156,169 @@ def _default_pcen():
       learn_smooth_coef=True, per_channel_smooth_coef=True)
 
 
+def _frame_sizes(n_filters, sample_rate, window_len, window_stride):
+  """(W, s): window taps and stride in samples, after checking the sizes."""
+  if n_filters < 1:
+    raise ValueError(f'n_filters must be positive, got {n_filters}.')
+  if sample_rate <= 0 or window_len <= 0 or window_stride <= 0:
+    raise ValueError('sample_rate, window_len and window_stride must be '
+                     f'positive, got {sample_rate}, {window_len}, '
+                     f'{window_stride}.')
+  stride = utils.hop_samples(sample_rate, window_stride)
+  if stride < 1:
+    raise ValueError(f'window_stride={window_stride} ms is below one sample '
+                     f'at {sample_rate} Hz.')
+  return utils.window_samples(sample_rate, window_len), stride
+
+
+# Constructor arguments of the learnable frontends that hold classes, and
+# those that hold Keras objects (serialized in their configs).
+_CLASS_ARGS = ('conv1d_cls', 'pooling_cls')
+_OBJECT_ARGS = ('activation', 'compression_fn', 'preemp_init',
+                'complex_conv_init', 'pooling_init', 'regularizer_fn')
+
+
+class LearnableFrontend(keras.layers.Layer):
+  """The pipeline LEAF and its learnable baselines share.
+
+  In order: an optional learnable pre-emphasis (2-tap filter); the filterbank
+  energies, i.e. filtering, activation and pooling (`FilterbankEnergies`,
+  which computes them fused where it can); a floor at 1e-5; compression; an
+  optional per-channel mean-variance normalization; SpecAugment when enabled
+  and training. Each frontend builds its own parts in its constructor and
+  hands them to `_assemble`; they are its sublayers, in the order of the
+  original release's weights (pre-emphasis, filters, pooling, compression).
+
+  Call arguments:
+    inputs: [batch, time] or [batch, time, 1] float waveforms in [-1, 1].
+    training: whether SpecAugment (if enabled) is applied.
+
+  Returns:
+    [batch, frames, n_filters] features.
+  """
+
+  def _assemble(self, args, *, window_size, stride, conv, activation,
+                pooling_layer, compression, preemp_conv=None,
+                mean_var_norm=False, spec_augment=False,
+                implementation='conv', xla_max_samples=(
+                    filterbank.XLA_MAX_SAMPLES)):
+    """Sets the parts, in the order of the weights.
+
+    Args:
+      args: the constructor's arguments, for `get_config` (classes and Keras
+        objects among them are serialized there).
+      window_size, stride: W and s, in samples.
+      conv, activation, pooling_layer: the filterbank's layers.
+      compression: a layer or function applied after the floor, or None.
+      preemp_conv: the pre-emphasis layer, or None.
+      mean_var_norm, spec_augment: whether to add them.
+      implementation, xla_max_samples: see `FilterbankEnergies`.
+    """
+    self._args = dict(args)
+    self.n_filters = args['n_filters']
+    self.window_size = window_size
+    self.stride = stride
+    # The attribute names are the paths of the weights in .keras files.
+    self._preemp_conv = preemp_conv
+    self._complex_conv = conv
+    self._activation = activation
+    self._pooling = pooling_layer
+    self.filterbank = filterbank.FilterbankEnergies(
+        conv, activation, pooling_layer, implementation=implementation,
+        xla_max_samples=xla_max_samples, name='filterbank_energies')
+    self._compression = compression
+    self._instance_norm = (postprocessing.MeanVarianceNormalization()
+                           if mean_var_norm else None)
+    self._spec_augment = (postprocessing.SpecAugment()
+                          if spec_augment else None)
+
+  @staticmethod
+  def _preemphasis(preemp, preemp_init, learn_filters, regularizer):
+    """(layer or None, initializer): the optional 2-tap pre-emphasis."""
+    if not preemp:
+      return None, preemp_init
+    preemp_init = keras.initializers.get(
+        preemp_init or initializers.PreempInit())
+    return keras.layers.Conv1D(
+        filters=1, kernel_size=2, padding='same', use_bias=False,
+        kernel_initializer=preemp_init,
+        kernel_regularizer=regularizer if learn_filters else None,
+        trainable=learn_filters, name='tfbanks_preemp'), preemp_init
+
+  def build(self, input_shape):
+    check_waveform_shape(input_shape, self.name)
+    if self._preemp_conv is not None:
+      self._preemp_conv.build((None, None, 1))
+    self.filterbank.build((None, None))
+    for layer in (self._compression, self._instance_norm, self._spec_augment):
+      if isinstance(layer, keras.layers.Layer) and not layer.built:
+        layer.build((None, None, self.n_filters))
+
+  def call(self, inputs, training=False):
+    waveform = check_waveform(inputs, self.name)
+    if self._preemp_conv is not None:
+      waveform = self._preemp_conv(waveform[:, :, None])[:, :, 0]
+    # The floor, compression and normalization are computed by the
+    # filterbank layer with its energies (compiled together with XLA, and in
+    # its exact fallback).
+    outputs = self.filterbank(waveform,
+                              postprocess=self._compress_and_normalize)
+    if self._spec_augment is not None:
+      outputs = self._spec_augment(outputs, training=training)
+    # The filterbank and sPCEN compute in float32 under mixed precision too.
+    return ops.cast(outputs, self.compute_dtype)
+
+  def _compress_and_normalize(self, energies):
+    """Floor at 1e-5, compression, optional normalization."""
+    outputs = ops.maximum(energies, 1e-5)
+    if self._compression is not None:
+      outputs = self._compression(outputs)
+    if self._instance_norm is not None:
+      outputs = self._instance_norm(outputs)
+    return outputs
+
+  def compute_output_shape(self, input_shape):
+    return _framed_shape(input_shape, self.stride, self.n_filters)
+
+  def fast_plans_outdated(self):
+    """Whether training has moved the weights out of the fast mode's plans.
+
+    With `implementation='fast'`, a function traced with this layer keeps the
+    plan made for the weights at its tracing; once the weights leave it, the
+    function computes exactly (same results, the exact mode's cost) until it
+    is traced again. `leaf_audio.callbacks.RefreshFastPlans` does that for
+    `Model.fit`; a custom training loop can check this between steps and
+    trace its step function again.
+
+    Returns:
+      A Python bool (False unless the fast mode is in use).
+    """
+    return not self.filterbank.plans_fit_weights()
+
+  def get_config(self):
+    config = super().get_config()
+    for key, value in self._args.items():
+      if key in _CLASS_ARGS:
+        value = _serialize_class(value)
+      elif key in _OBJECT_ARGS and not isinstance(value, str):
+        value = _serialize(value)
+      config[key] = value
+    return config
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    for key in _CLASS_ARGS:
+      if key in config:
+        config[key] = _deserialize_class(config[key])
+    for key in _OBJECT_ARGS:
+      if key in config:
+        config[key] = _deserialize(config[key])
+    return cls(**config)
+
+
 @utils.register
-class Leaf(keras.layers.Layer):
+class Leaf(LearnableFrontend):
   """LEAF, the LEarnable Audio Frontend (Section 3 of the paper).
 
   Computes, in order: an optional learnable pre-emphasis (2-tap filter);
@@ -214,19 +356,21 @@ class Leaf(keras.layers.Layer):
     mean_var_norm: whether to normalize each channel over time.
     spec_augment: whether to apply SpecAugment in training.
     implementation: how the filtering, squared modulus and pooling are
-      computed, with the same weights and output shape. 'conv' (default): the
-      original's computation, exactly (up to float32 rounding); with the
-      default Gabor filters, squared modulus and Gaussian pooling it is
-      evaluated by FFT (`fast_gabor.pooled_energies_fft`). 'fast': each
-      Gabor filter applied in the frequency domain only where its response
-      is not negligible, at a reduced rate (`fast_gabor.BandedPlan`), within
-      1% of 'conv'; other layer stacks (e.g. SincNet+'s sinc filters and
-      LeakyReLU, which have no banded form) compute as with 'conv', as do
-      windows of an even length and strides that share no factor with half
-      the window (44.1 kHz at 25 ms / 10 ms), with a warning. In a traced
-      function, the fast mode compiles small inputs of a static shape (up to
-      `XLA_MAX_SAMPLES`, e.g. batch 4 x 1 s) with XLA, which costs about a
-      second at the first call for each shape.
+      computed, with the same weights and output shape
+      (`filterbank.FilterbankEnergies`). 'conv' (default): the original's
+      computation, exactly (up to float32 rounding); with Gabor filters,
+      squared modulus and Gaussian pooling (subclasses included) it is
+      evaluated by FFT (`filterbank.overlap_save`). 'fast': each Gabor filter
+      applied in the frequency domain only where its response is not
+      negligible, at a reduced rate (`filterbank.plan.BandedPlan`), within 1%
+      of 'conv'; other layer stacks (e.g. sinc filters and LeakyReLU, which
+      have no banded form) compute as with 'conv', as do windows of an even
+      length and strides that share no factor with half the window (44.1 kHz
+      at 25 ms / 10 ms), with a warning.
+    xla_max_samples: in the fast mode, a traced function compiles inputs of
+      a static shape of at most this many samples in all (e.g. batch 4 x
+      1 s) with XLA, which costs about a second at the first call for each
+      shape; 0 turns it off.
     name: layer name.
 
   Call arguments:
@@ -246,9 +390,6 @@ class Leaf(keras.layers.Layer):
     TensorShape([2, 100, 64])
   """
 
-  # Arguments that subclasses fix, left out of their configs.
-  _fixed_args = ()
-
   def __init__(self, learn_pooling=True, learn_filters=True,
                conv1d_cls=convolution.GaborConv1D, activation=None,
                pooling_cls=pooling.GaussianLowpass, n_filters=40,
@@ -256,306 +397,228 @@ class Leaf(keras.layers.Layer):
                compression_fn='pcen', preemp=False, preemp_init=None,
                complex_conv_init=None, pooling_init=None,
                regularizer_fn=None, mean_var_norm=False, spec_augment=False,
-               implementation='conv', name='leaf', **kwargs):
+               implementation='conv',
+               xla_max_samples=filterbank.XLA_MAX_SAMPLES, name='leaf',
+               **kwargs):
     super().__init__(name=name, **kwargs)
-    fast_gabor.check_implementation(implementation)
-    if n_filters < 1:
-      raise ValueError(f'n_filters must be positive, got {n_filters}.')
-    if sample_rate <= 0 or window_len <= 0 or window_stride <= 0:
-      raise ValueError('sample_rate, window_len and window_stride must be '
-                       f'positive, got {sample_rate}, {window_len}, '
-                       f'{window_stride}.')
-    window_size = int(sample_rate * window_len // 1000 + 1)
-    stride = int(sample_rate * window_stride // 1000)
-    if stride < 1:
-      raise ValueError(f'window_stride={window_stride} ms is below one sample '
-                       f'at {sample_rate} Hz.')
-    self._config = {
-        'learn_pooling': learn_pooling, 'learn_filters': learn_filters,
-        'n_filters': n_filters, 'sample_rate': sample_rate,
-        'window_len': window_len, 'window_stride': window_stride,
-        'preemp': preemp, 'mean_var_norm': mean_var_norm,
-        'spec_augment': spec_augment, 'implementation': implementation,
-    }
-    self.n_filters = n_filters
-    self.window_size = window_size
-    self.stride = stride
-    self._conv1d_cls = conv1d_cls
-    self._pooling_cls = pooling_cls
-    self._regularizer = keras.regularizers.get(regularizer_fn)
-
-    self._preemp_conv = None
-    if preemp:
-      self._preemp_init = keras.initializers.get(
-          preemp_init or initializers.PreempInit())
-      self._preemp_conv = keras.layers.Conv1D(
-          filters=1, kernel_size=2, padding='same', use_bias=False,
-          kernel_initializer=self._preemp_init,
-          kernel_regularizer=self._regularizer if learn_filters else None,
-          trainable=learn_filters, name='tfbanks_preemp')
-    else:
-      self._preemp_init = preemp_init
-
-    self._complex_conv_init = keras.initializers.get(
+    filterbank.check_implementation(implementation)
+    window_size, stride = _frame_sizes(n_filters, sample_rate, window_len,
+                                       window_stride)
+    regularizer = keras.regularizers.get(regularizer_fn)
+    preemp_conv, preemp_init = self._preemphasis(preemp, preemp_init,
+                                                 learn_filters, regularizer)
+    complex_conv_init = keras.initializers.get(
         complex_conv_init or initializers.GaborInit(
             sample_rate=sample_rate, min_freq=60.,
             max_freq=default_max_freq(sample_rate)))
     conv_kwargs = {}
     if issubclass(conv1d_cls, convolution.SincConv1D):
       conv_kwargs['sample_rate'] = sample_rate
-    self._complex_conv = conv1d_cls(
+    conv = conv1d_cls(
         filters=2 * n_filters, kernel_size=window_size, strides=1,
-        padding='same', use_bias=False,
-        kernel_initializer=self._complex_conv_init,
-        kernel_regularizer=self._regularizer if learn_filters else None,
+        padding='same', use_bias=False, kernel_initializer=complex_conv_init,
+        kernel_regularizer=regularizer if learn_filters else None,
         name='tfbanks_complex_conv', trainable=learn_filters, **conv_kwargs)
-
-    self._activation = activation if activation is not None else (
-        SquaredModulus())
-
-    self._pooling_init = keras.initializers.get(
+    activation = activation if activation is not None else SquaredModulus()
+    pooling_init = keras.initializers.get(
         pooling_init or keras.initializers.Constant(0.4))
-    self._pooling = pooling_cls(
+    pooling_layer = pooling_cls(
         kernel_size=window_size, strides=stride, padding='same',
-        use_bias=False, kernel_initializer=self._pooling_init,
-        kernel_regularizer=self._regularizer if learn_pooling else None,
+        use_bias=False, kernel_initializer=pooling_init,
+        kernel_regularizer=regularizer if learn_pooling else None,
         trainable=learn_pooling)
-    # Gabor filters, squared modulus and Gaussian pooling: computed together,
-    # without the direct convolution (see `implementation`).
-    self._filterbank_energies = None
-    if (type(self._complex_conv) is convolution.GaborConv1D and
-        type(self._activation) is SquaredModulus and
-        type(self._pooling) is pooling.GaussianLowpass):
-      self._filterbank_energies = fast_gabor.FilterbankEnergies(
-          self._complex_conv, self._pooling, implementation)
-    elif (type(self._complex_conv) is keras.layers.Conv1D and
-          type(self._activation) is SquaredModulus and
-          type(self._pooling) is pooling.LearnablePooling1D):
-      # TD-filterbanks: the same by FFT, exactly (free filters have no
-      # banded form).
-      self._filterbank_energies = fast_gabor.ConvFilterbankEnergies(
-          self._complex_conv, self._pooling)
-
-    self._compression_arg = compression_fn
     if compression_fn == 'pcen':
-      compression_fn = _default_pcen()
+      compression = _default_pcen()
     elif compression_fn == 'log':
-      compression_fn = log_compression
+      compression = log_compression
     elif isinstance(compression_fn, str):
       raise ValueError(f"compression_fn must be a layer, a function, None, "
                        f"'pcen' or 'log', got {compression_fn!r}.")
-    self._compression = compression_fn
-
-    self._instance_norm = (postprocessing.MeanVarianceNormalization()
-                           if mean_var_norm else None)
-    self._spec_augment = (postprocessing.SpecAugment()
-                          if spec_augment else None)
-
-  def build(self, input_shape):
-    check_waveform_shape(input_shape, self.name)
-    shape = (None, None, 1)
-    if self._preemp_conv is not None:
-      self._preemp_conv.build(shape)
-    self._complex_conv.build(shape)
-    channels = (None, None, self.n_filters)
-    for layer in (self._activation, self._pooling, self._compression,
-                  self._instance_norm, self._spec_augment):
-      if isinstance(layer, keras.layers.Layer) and not layer.built:
-        layer.build((None, None, 2 * self.n_filters)
-                    if layer is self._activation else channels)
-
-  def call(self, inputs, training=False):
-    if self._compiles_small_input(inputs):
-      # A new function at every trace, so that it is traced with the fast
-      # mode's current plan. The exact computation stands in for it when the
-      # weights have left the plan; the choice is made outside the compiled
-      # function (a tf.cond inside one cannot be differentiated).
-      banded, fits = tf.function(self._checked_banded_features,
-                                 jit_compile=True, autograph=False)(inputs)
-      outputs = tf.cond(fits, lambda: banded, fast_gabor.fallback_branch(
-          lambda: self._features(inputs, self._filterbank_energies.exact)))
     else:
-      outputs = self._features(inputs)
-    if self._spec_augment is not None:
-      outputs = self._spec_augment(outputs, training=training)
-    # The filterbank and sPCEN compute in float32 under mixed precision too.
-    return ops.cast(outputs, self.compute_dtype)
-
-  def _checked_banded_features(self, inputs):
-    """`_features` by the banded computation, and whether its plan fits."""
-    fits = []
-
-    def banded(waveform):
-      energies, fit = self._filterbank_energies.checked_banded(waveform)
-      fits.append(fit)
-      return energies
-
-    return self._features(inputs, banded), fits[0]
-
-  def _compiles_small_input(self, inputs):
-    """Whether the fast mode compiles this call's features with XLA.
-
-    For a small input of a static shape (at most `XLA_MAX_SAMPLES` samples in
-    all) in a function being traced: there TensorFlow's cost per op (about
-    300 small ops) dominates, and one XLA computation is 1.4x faster (batch
-    1 x 1 s: 2.6x mel's time down to 1.8x, on 2 CPU cores). Larger inputs
-    are not compiled: at batch 1 x 10 s XLA is 10% slower, and at batch 32 it
-    took more time and memory.
-    """
-    energies = self._filterbank_energies
-    return (isinstance(energies, fast_gabor.FilterbankEnergies) and
-            energies.banded and not tf.executing_eagerly() and
-            inputs.shape.is_fully_defined() and
-            inputs.shape.num_elements() <= XLA_MAX_SAMPLES)
-
-  def _features(self, inputs, filterbank_energies=None):
-    """The checked waveforms' features, pre-emphasis to compression and
-    normalization: [batch, time(, 1)] -> [batch, frames, n_filters].
-    `filterbank_energies` replaces the layer's (e.g. with its exact or banded
-    computation alone)."""
-    outputs = check_waveform(inputs, self.name)[:, :, None]
-    if self._preemp_conv is not None:
-      outputs = self._preemp_conv(outputs)
-    filterbank_energies = filterbank_energies or self._filterbank_energies
-    if filterbank_energies is not None:
-      outputs = filterbank_energies(outputs[:, :, 0])
-    else:
-      outputs = self._complex_conv(outputs)
-      outputs = self._activation(outputs)
-      outputs = self._pooling(outputs)
-    outputs = ops.maximum(outputs, 1e-5)
-    if self._compression is not None:
-      outputs = self._compression(outputs)
-    if self._instance_norm is not None:
-      outputs = self._instance_norm(outputs)
-    return outputs
-
-  def compute_output_shape(self, input_shape):
-    return _framed_shape(input_shape, self.stride, self.n_filters)
-
-  def fast_plans_outdated(self):
-    """Whether training has moved the weights out of the fast mode's plans.
-
-    With `implementation='fast'`, a function traced with this layer keeps the
-    plan made for the weights at its tracing; once the weights leave it, the
-    function computes exactly (same results, the exact mode's cost) until it
-    is traced again. `leaf_audio.callbacks.RefreshFastPlans` does that for
-    `Model.fit`; a custom training loop can check this between steps and
-    trace its step function again.
-
-    Returns:
-      A Python bool (False unless the fast mode is in use).
-    """
-    return (self._filterbank_energies is not None and
-            not self._filterbank_energies.plans_fit_weights())
-
-  def get_config(self):
-    config = super().get_config()
-    config.update(self._config)
-    compression = self._compression_arg
-    if not isinstance(compression, str):
-      compression = _serialize(compression)
-    config.update({
-        'conv1d_cls': _serialize_class(self._conv1d_cls),
-        'pooling_cls': _serialize_class(self._pooling_cls),
-        'activation': _serialize(self._activation),
-        'compression_fn': compression,
-        'preemp_init': _serialize(self._preemp_init),
-        'complex_conv_init': _serialize(self._complex_conv_init),
-        'pooling_init': _serialize(self._pooling_init),
-        'regularizer_fn': _serialize(self._regularizer),
-    })
-    for arg in self._fixed_args:
-      config.pop(arg, None)
-    return config
-
-  @classmethod
-  def from_config(cls, config):
-    config = dict(config)
-    for key in ('conv1d_cls', 'pooling_cls'):
-      if key in config:
-        config[key] = _deserialize_class(config[key])
-    for key in ('activation', 'compression_fn', 'preemp_init',
-                'complex_conv_init', 'pooling_init', 'regularizer_fn'):
-      if key in config:
-        config[key] = _deserialize(config[key])
-    return cls(**config)
+      compression = compression_fn
+    self._assemble(
+        dict(learn_pooling=learn_pooling, learn_filters=learn_filters,
+             conv1d_cls=conv1d_cls, activation=activation,
+             pooling_cls=pooling_cls, n_filters=n_filters,
+             sample_rate=sample_rate, window_len=window_len,
+             window_stride=window_stride, compression_fn=compression_fn,
+             preemp=preemp, preemp_init=preemp_init,
+             complex_conv_init=complex_conv_init, pooling_init=pooling_init,
+             regularizer_fn=regularizer, mean_var_norm=mean_var_norm,
+             spec_augment=spec_augment, implementation=implementation,
+             xla_max_samples=xla_max_samples),
+        window_size=window_size, stride=stride, conv=conv,
+        activation=activation, pooling_layer=pooling_layer,
+        compression=compression, preemp_conv=preemp_conv,
+        mean_var_norm=mean_var_norm, spec_augment=spec_augment,
+        implementation=implementation, xla_max_samples=xla_max_samples)
 
 
 @utils.register
-class TimeDomainFilterbanks(Leaf):
+class TimeDomainFilterbanks(LearnableFrontend):
   """Time-Domain filterbanks (Zeghidour et al., 2018).
 
-  A plain 1-D convolution of 2 * n_filters filters initialized as the Gabor
-  approximation of mel filters (real and imaginary parts interleaved), the
-  squared modulus, a learnable squared-Hann pooling window shared by all
-  channels (with 'valid' padding, hence 98 frames for 1 s at 16 kHz), and
-  log compression.
+  A plain 1-D convolution of 2 * n_filters filters of W taps initialized as
+  the Gabor approximation of mel filters (real and imaginary parts
+  interleaved), the squared modulus, a learnable squared-Hann pooling window
+  shared by all channels (with 'valid' padding, hence 98 frames for 1 s at
+  16 kHz), and log compression (offset 1e-5). Computed by FFT, exactly
+  (`filterbank.engines.ConvEnergies`).
 
   Args:
+    learn_pooling: whether the pooling window is learned.
+    learn_filters: whether the filters (and the pre-emphasis) are learned.
+    n_filters: number of output channels.
     sample_rate: sampling rate, in Hz.
+    window_len: filter and pooling window length, in ms.
+    window_stride: hop between frames, in ms.
+    preemp: whether to apply a learnable pre-emphasis first.
+    preemp_init: its initializer (default `PreempInit()`).
+    regularizer_fn: optional regularizer of the learned filters and pooling.
+    mean_var_norm: whether to normalize each channel over time.
+    spec_augment: whether to apply SpecAugment in training.
+    implementation: 'conv' or 'fast'; the same exact computation either way
+      (free filters have no banded form).
     name: layer name.
-    **kwargs: other `Leaf` arguments, except those fixed here (conv1d_cls,
-      activation, pooling_cls, complex_conv_init, pooling_init,
-      compression_fn).
 
   Call arguments and outputs: as `Leaf`, with
   (time - W) // stride + 1 frames.
+
+  Weights, in order: [the pre-emphasis,] the filters [W, 1, 2 n_filters],
+  the pooling window [1, W, 1, 1].
   """
 
-  _fixed_args = ('conv1d_cls', 'activation', 'pooling_cls',
-                 'complex_conv_init', 'pooling_init', 'compression_fn')
-
-  def __init__(self, sample_rate=16000, name='tfbanks', **kwargs):
-    super().__init__(
-        conv1d_cls=keras.layers.Conv1D,
-        activation=SquaredModulus(),
-        pooling_cls=pooling.LearnablePooling1D,
-        complex_conv_init=initializers.GaborInit(
+  def __init__(self, learn_pooling=True, learn_filters=True, n_filters=40,
+               sample_rate=16000, window_len=25., window_stride=10.,
+               preemp=False, preemp_init=None, regularizer_fn=None,
+               mean_var_norm=False, spec_augment=False,
+               implementation='conv', name='tfbanks', **kwargs):
+    super().__init__(name=name, **kwargs)
+    filterbank.check_implementation(implementation)
+    window_size, stride = _frame_sizes(n_filters, sample_rate, window_len,
+                                       window_stride)
+    regularizer = keras.regularizers.get(regularizer_fn)
+    preemp_conv, preemp_init = self._preemphasis(preemp, preemp_init,
+                                                 learn_filters, regularizer)
+    conv = keras.layers.Conv1D(
+        filters=2 * n_filters, kernel_size=window_size, strides=1,
+        padding='same', use_bias=False,
+        kernel_initializer=initializers.GaborInit(
             sample_rate=sample_rate, min_freq=60.,
             max_freq=default_max_freq(sample_rate)),
-        pooling_init=initializers.LowpassInit(
-            sample_rate=sample_rate,
-            window_len=kwargs.get('window_len', 25.),
+        kernel_regularizer=regularizer if learn_filters else None,
+        name='tfbanks_complex_conv', trainable=learn_filters)
+    pooling_layer = pooling.LearnablePooling1D(
+        kernel_size=window_size, strides=stride, padding='same',
+        use_bias=False,
+        kernel_initializer=initializers.LowpassInit(
+            sample_rate=sample_rate, window_len=window_len,
             window_type=utils.WindowType.SQUARED_HANNING),
-        compression_fn='log', sample_rate=sample_rate, name=name, **kwargs)
+        kernel_regularizer=regularizer if learn_pooling else None,
+        trainable=learn_pooling)
+    self._assemble(
+        dict(learn_pooling=learn_pooling, learn_filters=learn_filters,
+             n_filters=n_filters, sample_rate=sample_rate,
+             window_len=window_len, window_stride=window_stride,
+             preemp=preemp, preemp_init=preemp_init,
+             regularizer_fn=regularizer, mean_var_norm=mean_var_norm,
+             spec_augment=spec_augment, implementation=implementation),
+        window_size=window_size, stride=stride, conv=conv,
+        activation=SquaredModulus(), pooling_layer=pooling_layer,
+        compression=log_compression, preemp_conv=preemp_conv,
+        mean_var_norm=mean_var_norm, spec_augment=spec_augment,
+        implementation=implementation)
 
   def compute_output_shape(self, input_shape):
     frames = None
     if input_shape[1] is not None:
-      frames = (input_shape[1] - self.window_size) // self.stride + 1
+      frames = max((input_shape[1] - self.window_size) // self.stride + 1, 0)
     return (input_shape[0], frames, self.n_filters)
 
 
+class _SincFrontend(LearnableFrontend):
+  """SincNet's parts: sinc filters, LeakyReLU(0.2), then the pooling and
+  compression each variant gives (see `SincNet` and `SincNetPlus`)."""
+
+  def _assemble_sinc(self, args, pooling_layer, compression, preemp_init,
+                     regularizer):
+    window_size, stride = _frame_sizes(
+        args['n_filters'], args['sample_rate'], args['window_len'],
+        args['window_stride'])
+    learn_filters = args['learn_filters']
+    preemp_conv, preemp_init = self._preemphasis(
+        args['preemp'], preemp_init, learn_filters, regularizer)
+    conv = convolution.SincConv1D(
+        filters=2 * args['n_filters'], kernel_size=window_size, strides=1,
+        padding='same', use_bias=False,
+        kernel_initializer=initializers.SincInit(
+            sample_rate=args['sample_rate']),
+        kernel_regularizer=regularizer if learn_filters else None,
+        name='tfbanks_complex_conv', trainable=learn_filters,
+        sample_rate=args['sample_rate'])
+    self._assemble(
+        dict(args, preemp_init=preemp_init, regularizer_fn=regularizer),
+        window_size=window_size, stride=stride, conv=conv,
+        activation=keras.layers.LeakyReLU(negative_slope=0.2),
+        pooling_layer=pooling_layer(window_size, stride),
+        compression=compression, preemp_conv=preemp_conv,
+        mean_var_norm=args['mean_var_norm'],
+        spec_augment=args['spec_augment'],
+        implementation=args['implementation'])
+
+
 @utils.register
-class SincNet(Leaf):
+class SincNet(_SincFrontend):
   """SincNet (Ravanelli & Bengio, 2018).
 
   Hamming-windowed sinc band-pass filters with learnable cutoffs (mel-spaced
-  at initialization), LeakyReLU(0.2), max pooling, layer normalization.
+  at initialization, `SincInit`), LeakyReLU(0.2), max pooling (window W,
+  stride s, 'same'), layer normalization.
 
   Args:
+    learn_pooling: accepted as by `Leaf`; max pooling has no weights.
+    learn_filters: whether the cutoffs (and the pre-emphasis) are learned.
+    n_filters: number of output channels.
+    sample_rate: sampling rate, in Hz.
+    window_len: filter and pooling window length, in ms.
+    window_stride: hop between frames, in ms.
+    preemp: whether to apply a learnable pre-emphasis first.
+    preemp_init: its initializer (default `PreempInit()`).
+    pooling_init: accepted as by `Leaf`; max pooling has no weights.
+    regularizer_fn: optional regularizer of the learned filters.
+    mean_var_norm: whether to normalize each channel over time.
+    spec_augment: whether to apply SpecAugment in training.
+    implementation: 'conv' or 'fast'; the same direct computation either
+      way (sinc filters have no fused form).
     name: layer name.
-    **kwargs: other `Leaf` arguments, except those fixed here (conv1d_cls,
-      complex_conv_init, activation, pooling_cls, compression_fn).
+
+  Call arguments and outputs: as `Leaf`.
   """
 
-  _fixed_args = ('conv1d_cls', 'activation', 'pooling_cls',
-                 'complex_conv_init', 'compression_fn')
-
-  def __init__(self, name='sincnet', **kwargs):
-    super().__init__(
-        conv1d_cls=convolution.SincConv1D,
-        complex_conv_init=initializers.SincInit(
-            sample_rate=kwargs.get('sample_rate', 16000)),
-        activation=keras.layers.LeakyReLU(negative_slope=0.2),
-        pooling_cls=pooling.MaxPooling1D,
-        compression_fn=keras.layers.LayerNormalization(),
-        name=name, **kwargs)
+  def __init__(self, learn_pooling=True, learn_filters=True, n_filters=40,
+               sample_rate=16000, window_len=25., window_stride=10.,
+               preemp=False, preemp_init=None, pooling_init=None,
+               regularizer_fn=None, mean_var_norm=False, spec_augment=False,
+               implementation='conv', name='sincnet', **kwargs):
+    super().__init__(name=name, **kwargs)
+    filterbank.check_implementation(implementation)
+    pooling_init = keras.initializers.get(
+        pooling_init or keras.initializers.Constant(0.4))
+    self._assemble_sinc(
+        dict(learn_pooling=learn_pooling, learn_filters=learn_filters,
+             n_filters=n_filters, sample_rate=sample_rate,
+             window_len=window_len, window_stride=window_stride,
+             preemp=preemp, pooling_init=pooling_init,
+             mean_var_norm=mean_var_norm, spec_augment=spec_augment,
+             implementation=implementation),
+        lambda size, stride: pooling.MaxPooling1D(
+            kernel_size=size, strides=stride, padding='same'),
+        keras.layers.LayerNormalization(), preemp_init,
+        keras.regularizers.get(regularizer_fn))
 
 
 @utils.register
-class SincNetPlus(Leaf):
+class SincNetPlus(_SincFrontend):
   """SincNet+: SincNet with Gaussian lowpass pooling and PCEN.
 
   PCEN starts at alpha 0.96, s 0.04, delta 2, root 2, floor 1e-6 (the
@@ -563,28 +626,49 @@ class SincNetPlus(Leaf):
   channel, as counted in Table 4 of the paper (448 parameters at 64 filters).
 
   Args:
+    learn_pooling: whether the pooling widths are learned (from 0.4).
+    learn_filters: whether the cutoffs (and the pre-emphasis) are learned.
+    n_filters: number of output channels.
+    sample_rate: sampling rate, in Hz.
+    window_len: filter and pooling window length, in ms.
+    window_stride: hop between frames, in ms.
+    preemp: whether to apply a learnable pre-emphasis first.
+    preemp_init: its initializer (default `PreempInit()`).
+    regularizer_fn: optional regularizer of the learned filters and pooling.
+    mean_var_norm: whether to normalize each channel over time.
+    spec_augment: whether to apply SpecAugment in training.
+    implementation: 'conv' or 'fast'; the same direct computation either
+      way (sinc filters have no fused form).
     name: layer name.
-    **kwargs: other `Leaf` arguments, except those fixed here (conv1d_cls,
-      complex_conv_init, activation, pooling_cls, pooling_init,
-      compression_fn).
+
+  Call arguments and outputs: as `Leaf`.
   """
 
-  _fixed_args = ('conv1d_cls', 'activation', 'pooling_cls',
-                 'complex_conv_init', 'pooling_init', 'compression_fn')
-
-  def __init__(self, name='sincnet_plus', **kwargs):
-    super().__init__(
-        conv1d_cls=convolution.SincConv1D,
-        complex_conv_init=initializers.SincInit(
-            sample_rate=kwargs.get('sample_rate', 16000)),
-        activation=keras.layers.LeakyReLU(negative_slope=0.2),
-        pooling_cls=pooling.GaussianLowpass,
-        pooling_init=keras.initializers.Constant(0.4),
-        compression_fn=postprocessing.PCENLayer(
+  def __init__(self, learn_pooling=True, learn_filters=True, n_filters=40,
+               sample_rate=16000, window_len=25., window_stride=10.,
+               preemp=False, preemp_init=None, regularizer_fn=None,
+               mean_var_norm=False, spec_augment=False,
+               implementation='conv', name='sincnet_plus', **kwargs):
+    super().__init__(name=name, **kwargs)
+    filterbank.check_implementation(implementation)
+    regularizer = keras.regularizers.get(regularizer_fn)
+    self._assemble_sinc(
+        dict(learn_pooling=learn_pooling, learn_filters=learn_filters,
+             n_filters=n_filters, sample_rate=sample_rate,
+             window_len=window_len, window_stride=window_stride,
+             preemp=preemp, mean_var_norm=mean_var_norm,
+             spec_augment=spec_augment, implementation=implementation),
+        lambda size, stride: pooling.GaussianLowpass(
+            kernel_size=size, strides=stride, padding='same',
+            use_bias=False,
+            kernel_initializer=keras.initializers.Constant(0.4),
+            kernel_regularizer=regularizer if learn_pooling else None,
+            trainable=learn_pooling),
+        postprocessing.PCENLayer(
             alpha=0.96, smooth_coef=0.04, delta=2.0, root=2.0, floor=1e-6,
             trainable=True, learn_smooth_coef=True,
             per_channel_smooth_coef=True),
-        name=name, **kwargs)
+        preemp_init, regularizer)
 
 
 @utils.register
@@ -632,8 +716,8 @@ class MelFilterbanks(keras.layers.Layer):
     self.min_freq = min_freq
     self.max_freq = max_freq if max_freq else sample_rate / 2.
     self.compression_fn = compression_fn
-    self.window_size = int(sample_rate * window_len // 1000 + 1)
-    self.stride = int(sample_rate * window_stride // 1000)
+    self.window_size = utils.window_samples(sample_rate, window_len)
+    self.stride = utils.hop_samples(sample_rate, window_stride)
     if n_filters < 1 or self.stride < 1:
       raise ValueError(f'n_filters and the stride must be positive, got '
                        f'{n_filters} and {self.stride} samples.')
@@ -684,3 +768,70 @@ class MelFilterbanks(keras.layers.Layer):
     config = dict(config)
     config['compression_fn'] = _deserialize(config.get('compression_fn'))
     return cls(**config)
+
+
+@utils.register
+class WaveGram(keras.layers.Layer):
+  """PANN's Wavegram (Kong et al., 2019), a learnable frontend.
+
+  Conv1D(64 filters, 11 taps, stride 5, no bias) -> BatchNorm -> ReLU, then
+  three `PANNWavBlock`s (64, 128, 128 filters, pooling 4 each), then the 128
+  channels are laid along a frequency axis of size 1 and a `PANNConvBlock`
+  (64 filters, pooling (2, 1)) mixes them into 64 channels, which become the
+  frequency axis of the output. The total hop is 5 * 4**3 * 2 = 640 samples
+  (25 frames per second at 16 kHz), about 311k weights (309.6k trainable).
+
+  The original release returned `[batch, frames, 64, 1]`; this returns
+  `[batch, frames, 64]`, the frontend contract, so that it can be the
+  `frontend` of an `AudioClassifier`. Built from `models.PANNWavBlock` and
+  `models.PANNConvBlock`, the blocks of the PANN encoder. Every pooling uses 'same' padding, so
+  frames = ceil(T / 640) for any T >= 1.
+
+  Args:
+    **kwargs: base layer arguments (name, dtype, trainable).
+
+  Call arguments:
+    inputs: float waveforms `[batch, T]` or `[batch, T, 1]`.
+    training: whether batch normalization runs in training mode.
+
+  Input shape: `[batch, T]` or `[batch, T, 1]`.
+  Output shape: `[batch, ceil(T / 640), 64]`.
+
+  Example:
+    >>> WaveGram()(keras.ops.zeros((2, 16000))).shape
+    TensorShape([2, 25, 64])
+  """
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    self._stem_conv = keras.layers.Conv1D(
+        64, 11, strides=5, padding='same', use_bias=False, name='pre_conv0')
+    self._stem_norm = keras.layers.BatchNormalization(name='pre_bn0')
+    self._wav_blocks = [
+        models.PANNWavBlock(filters, pool_size=4, name=f'pre_block{i + 1}')
+        for i, filters in enumerate((64, 128, 128))
+    ]
+    self._last_block = models.PANNConvBlock(64, pool_size=(2, 1), name='pre_block4')
+
+  def build(self, input_shape):
+    check_waveform_shape(input_shape, 'WaveGram')
+    shape = (input_shape[0], input_shape[1], 1)
+    self._stem_conv.build(shape)
+    shape = self._stem_conv.compute_output_shape(shape)
+    self._stem_norm.build(shape)
+    for block in self._wav_blocks:
+      block.build(shape)
+      shape = block.compute_output_shape(shape)
+    self._last_block.build((shape[0], shape[1], 1, shape[2]))
+
+  def call(self, inputs, training=None):
+    outputs = ops.expand_dims(check_waveform(inputs, 'WaveGram'), -1)
+    outputs = ops.relu(
+        self._stem_norm(self._stem_conv(outputs), training=training))
+    for block in self._wav_blocks:
+      outputs = block(outputs, training=training)
+    outputs = self._last_block(ops.expand_dims(outputs, 2), training=training)
+    return ops.squeeze(outputs, axis=2)
+
+  def compute_output_shape(self, input_shape):
+    return _framed_shape(input_shape, 640, 64)

@@ -1,40 +1,15 @@
 """Impulse responses of the parametric filters used by the frontends.
 
 Everything here is a pure function of the filter parameters, written with
-`keras.ops` so that gradients flow to the parameters.
+`keras.ops` so that gradients flow to the parameters. The Gabor filter's
+formulas are those of `leaf_audio.gabor`.
 """
 
 import math
 
 from keras import ops
-import tensorflow as tf
 
-
-def _centered_time(size: int):
-  """Sample times t = -(size // 2) .. (size + 1) // 2 - 1, as float32."""
-  return ops.arange(-(size // 2), (size + 1) // 2, dtype='float32')
-
-
-def gabor_real_imag(kernel, size: int = 401):
-  """Real and imaginary parts of Gabor impulse responses (Eq. 4 of the paper).
-
-  `phi_n(t) = exp(i eta_n t) exp(-t^2 / (2 sigma_n^2)) / (sqrt(2 pi) sigma_n)`.
-
-  Args:
-    kernel: [filters, 2] tensor; column 0 the center frequencies eta (radians
-      per sample), column 1 the inverse bandwidths sigma (samples).
-    size: number of taps.
-
-  Returns:
-    A pair (real, imag) of [filters, size] float tensors.
-  """
-  center_freqs = kernel[:, 0:1]
-  sigmas = kernel[:, 1:2]
-  t = _centered_time(size)[None, :]
-  envelope = ops.exp(-ops.square(t) / (2. * ops.square(sigmas)))
-  envelope = envelope / (math.sqrt(2. * math.pi) * sigmas)
-  phase = center_freqs * t
-  return envelope * ops.cos(phase), envelope * ops.sin(phase)
+from leaf_audio import gabor
 
 
 def gabor_impulse_response(t, center, fwhm):
@@ -47,29 +22,23 @@ def gabor_impulse_response(t, center, fwhm):
       original release).
 
   Returns:
-    A complex64 tensor of shape [filters, size].
+    A complex64 tensor of shape [filters, size] (`gabor.impulse_response`).
   """
-  t = ops.convert_to_tensor(t, 'float32')[None, :]
-  center = ops.convert_to_tensor(center, 'float32')[:, None]
-  sigma = ops.convert_to_tensor(fwhm, 'float32')[:, None]
-  envelope = ops.exp(-ops.square(t) / (2. * ops.square(sigma)))
-  envelope = envelope / (math.sqrt(2. * math.pi) * sigma)
-  return tf.complex(envelope * ops.cos(center * t),
-                    envelope * ops.sin(center * t))
+  return gabor.impulse_response(t, center, fwhm)
 
 
 def gabor_filters(kernel, size: int = 401):
-  """Complex Gabor filters from their parameters.
+  """Complex Gabor filters from their parameters (`gabor.filters`).
 
   Args:
-    kernel: [filters, 2] (center frequency, sigma) as in `gabor_real_imag`.
+    kernel: [filters, 2] tensor; column 0 the center frequencies eta (radians
+      per sample), column 1 the inverse bandwidths sigma (samples).
     size: number of taps.
 
   Returns:
     A complex64 tensor of shape [filters, size].
   """
-  real, imag = gabor_real_imag(kernel, size)
-  return tf.complex(real, imag)
+  return gabor.filters(kernel, size)
 
 
 def sinc_impulse_response(t, frequency):

@@ -145,7 +145,7 @@ class LowpassInit(keras.initializers.Initializer):
     self.window_type = window_type
 
   def __call__(self, shape, dtype=None):
-    taps = int(self.sample_rate * self.window_len // 1000 + 1)
+    taps = utils.window_samples(self.sample_rate, self.window_len)
     lowpass = utils.window(self.window_type, taps).astype(np.float32)
     if len(shape) == 3 and shape[0] == taps and shape[1] == 1:
       kernel = np.tile(lowpass[:, None, None], (1, 1, shape[2]))

@@ -4,7 +4,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from leaf_audio import impulse_responses
+from leaf_audio import gabor
 
 
 def mel_weight_matrix(n_filters: int, n_fft: int, sample_rate: int,
@@ -31,7 +31,8 @@ class Gabor:
   the square root of the filter peaks, and its inverse bandwidth follows from
   the full width at half maximum (FWHM, in bins) of that square root:
   `eta = center_bin * 2 pi / n_fft`,
-  `sigma = sqrt(2 ln 2) * n_fft / (pi * FWHM)`.
+  `sigma = sqrt(2 ln 2) * n_fft / (pi * FWHM)`
+  (`gabor.params_from_mel_filters`).
 
   Args:
     n_filters: number of filters.
@@ -90,14 +91,7 @@ class Gabor:
   @property
   def gabor_params_from_mels(self) -> np.ndarray:
     """Gabor parameters, float32 [n_filters, 2]: (eta, sigma) per filter."""
-    sqrt_filters = np.sqrt(self.mel_filters)
-    center_bins = np.argmax(sqrt_filters, axis=1).astype(np.float32)
-    half_peaks = sqrt_filters.max(axis=1, keepdims=True) / 2.
-    fwhms = (sqrt_filters >= half_peaks).sum(axis=1).astype(np.float32)
-    coeff = np.sqrt(2. * np.log(2.)) * self.n_fft
-    center_freqs = center_bins * 2. * np.pi / self.n_fft
-    sigmas = coeff / (np.pi * fwhms)
-    return np.stack([center_freqs, sigmas], axis=1).astype(np.float32)
+    return gabor.params_from_mel_filters(self.mel_filters, self.n_fft)
 
   @property
   def gabor_filters(self):
@@ -112,5 +106,5 @@ class Gabor:
     params = self.gabor_params_from_mels
     scale = np.sqrt(self._areas(self.mel_filters) * 2. * np.sqrt(np.pi) *
                     params[:, 1:2]).astype(np.float32)
-    filters = impulse_responses.gabor_filters(params, size=self.window_len)
+    filters = gabor.filters(params, size=self.window_len)
     return filters * tf.cast(scale, tf.complex64)

@@ -6,8 +6,10 @@ convolutional encoder, global max pooling over time and frequency, and one
 linear head per task. This module holds that classifier (`AudioClassifier`)
 and the encoders of the original release (`ConvNet`, `PANN`) plus the
 EfficientNetB0 encoder the paper reports its tables with
-(`EfficientNetEncoder`). It also holds PANN's `WaveGram`, a learnable
-frontend from Kong et al. (2019) used as a baseline in Table 4.
+(`EfficientNetEncoder`). PANN's `WaveGram`, a learnable frontend from Kong
+et al. (2019) used as a baseline in Table 4, is built from this module's
+PANN blocks and lives with the other frontends (`leaf_audio.frontend`);
+`models.WaveGram` is the same class.
 
 Every class is a Keras 3 layer or model, `gin.configurable` under its own
 name and registered for `.keras` serialization in the `leaf_audio` package.
@@ -20,7 +22,6 @@ from collections.abc import Mapping, Sequence
 import keras
 from keras import ops
 
-from leaf_audio import frontend as frontend_lib
 from leaf_audio import utils
 
 _CONVNET_BLOCK_ARGS = ('activation', 'normalization_layer', 'dropout')
@@ -500,77 +501,6 @@ class PANN(keras.layers.Layer):
 
 
 @utils.register
-class WaveGram(keras.layers.Layer):
-  """PANN's Wavegram (Kong et al., 2019), a learnable frontend.
-
-  Conv1D(64 filters, 11 taps, stride 5, no bias) -> BatchNorm -> ReLU, then
-  three `PANNWavBlock`s (64, 128, 128 filters, pooling 4 each), then the 128
-  channels are laid along a frequency axis of size 1 and a `PANNConvBlock`
-  (64 filters, pooling (2, 1)) mixes them into 64 channels, which become the
-  frequency axis of the output. The total hop is 5 * 4**3 * 2 = 640 samples
-  (25 frames per second at 16 kHz), about 311k weights (309.6k trainable).
-
-  The original release returned `[batch, frames, 64, 1]`; this returns
-  `[batch, frames, 64]`, the frontend contract, so that it can be the
-  `frontend` of an `AudioClassifier`. Every pooling uses 'same' padding, so
-  frames = ceil(T / 640) for any T >= 1.
-
-  Args:
-    **kwargs: base layer arguments (name, dtype, trainable).
-
-  Call arguments:
-    inputs: float waveforms `[batch, T]` or `[batch, T, 1]`.
-    training: whether batch normalization runs in training mode.
-
-  Input shape: `[batch, T]` or `[batch, T, 1]`.
-  Output shape: `[batch, ceil(T / 640), 64]`.
-
-  Example:
-    >>> WaveGram()(keras.ops.zeros((2, 16000))).shape
-    TensorShape([2, 25, 64])
-  """
-
-  def __init__(self, **kwargs):
-    super().__init__(**kwargs)
-    self._stem_conv = keras.layers.Conv1D(
-        64, 11, strides=5, padding='same', use_bias=False, name='pre_conv0')
-    self._stem_norm = keras.layers.BatchNormalization(name='pre_bn0')
-    self._wav_blocks = [
-        PANNWavBlock(filters, pool_size=4, name=f'pre_block{i + 1}')
-        for i, filters in enumerate((64, 128, 128))
-    ]
-    self._last_block = PANNConvBlock(64, pool_size=(2, 1), name='pre_block4')
-
-  def build(self, input_shape):
-    _check_rank(self, input_shape, (2, 3), '[batch, T] or [batch, T, 1]')
-    if len(input_shape) == 3 and input_shape[2] != 1:
-      raise ValueError(
-          'WaveGram expects mono waveforms [batch, T] or [batch, T, 1]; got '
-          f'shape {tuple(input_shape)}.')
-    shape = (input_shape[0], input_shape[1], 1)
-    self._stem_conv.build(shape)
-    shape = self._stem_conv.compute_output_shape(shape)
-    self._stem_norm.build(shape)
-    for block in self._wav_blocks:
-      block.build(shape)
-      shape = block.compute_output_shape(shape)
-    self._last_block.build((shape[0], shape[1], 1, shape[2]))
-
-  def call(self, inputs, training=None):
-    outputs = ops.expand_dims(frontend_lib.check_waveform(inputs, 'WaveGram'),
-                              -1)
-    outputs = ops.relu(
-        self._stem_norm(self._stem_conv(outputs), training=training))
-    for block in self._wav_blocks:
-      outputs = block(outputs, training=training)
-    outputs = self._last_block(ops.expand_dims(outputs, 2), training=training)
-    return ops.squeeze(outputs, axis=2)
-
-  def compute_output_shape(self, input_shape):
-    return (input_shape[0], _pooled_length(input_shape[1], 640), 64)
-
-
-@utils.register
 class EfficientNetEncoder(keras.layers.Layer):
   """EfficientNetB0 without top, one input channel, no pretrained weights.
 
@@ -766,3 +696,12 @@ def _check_num_outputs(num_outputs):
         'num_outputs must be a positive int or a mapping task name -> '
         f'positive int; got {num_outputs!r}.')
   return None
+
+
+def __getattr__(name):
+  """`models.WaveGram`, defined in `leaf_audio.frontend` (which imports this
+  module, hence the lookup on first use)."""
+  if name == 'WaveGram':
+    from leaf_audio import frontend  # pylint: disable=g-import-not-at-top
+    return frontend.WaveGram
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

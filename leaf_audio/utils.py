@@ -32,6 +32,18 @@ def mel2hz(frequency_mel):
   return 700. * (np.power(10., np.asarray(frequency_mel) / 2595.) - 1.)
 
 
+def window_samples(sample_rate, window_len) -> int:
+  """Taps of a window of `window_len` ms: int(sample_rate window_len // 1000
+  + 1), as the original release counts them (401 at 16 kHz and 25 ms)."""
+  return int(sample_rate * window_len // 1000 + 1)
+
+
+def hop_samples(sample_rate, window_stride) -> int:
+  """Samples between frames `window_stride` ms apart: int(sample_rate
+  window_stride // 1000) (160 at 16 kHz and 10 ms)."""
+  return int(sample_rate * window_stride // 1000)
+
+
 @gin.constants_from_enum
 class WindowType(enum.Enum):
   """Window functions available to `window`."""

@@ -16,8 +16,14 @@ import pytest
 import tensorflow as tf
 
 from leaf_audio import callbacks as leaf_callbacks
-from leaf_audio import fast_gabor
+from leaf_audio import convolution
 from leaf_audio import frontend
+from leaf_audio import gabor
+from leaf_audio import pooling
+from leaf_audio.filterbank import banded
+from leaf_audio.filterbank import layer as filterbank_layer
+from leaf_audio.filterbank import overlap_save
+from leaf_audio.filterbank import plan as plan_lib
 
 SIGMA_RANGE = (4 * math.sqrt(2 * math.log(2)) / math.pi,
                401 * math.sqrt(2 * math.log(2)) / math.pi)
@@ -94,6 +100,28 @@ def projected_gradients_function(leaf, output_shape, seed=1):
   return outputs_and_gradients_of
 
 
+def same_pooling(energies, windows, stride):
+  """Strided 'SAME' pooling as TensorFlow pads it, in NumPy (TensorFlow
+  2.21's `tf.nn.depthwise_conv2d` rejects strides that differ between rows
+  and columns).
+
+  Args:
+    energies: [batch, time, n].
+    windows: [W, n].
+    stride: s.
+
+  Returns:
+    [batch, ceil(time / s), n].
+  """
+  length, size = energies.shape[1], windows.shape[0]
+  frames = -(-length // stride)
+  pad_left = max((frames - 1) * stride + size - length, 0) // 2
+  padded = np.pad(energies, [(0, 0), (pad_left, size + frames * stride),
+                             (0, 0)])
+  return np.stack([np.sum(padded[:, k * stride:k * stride + size] * windows,
+                          axis=1) for k in range(frames)], axis=1)
+
+
 def relative_l2(actual, expected):
   return np.linalg.norm(actual - expected) / np.linalg.norm(expected)
 
@@ -126,13 +154,12 @@ def test_rematerialized_band_signals_give_the_same_gradients(original,
                                                             monkeypatch):
   """Large inputs recompute each group's band signals in the backward pass
   instead of keeping them: same outputs and gradients as keeping them."""
-  _, fast = leaf_pair('far')
+  _, fast = leaf_pair('far', xla_max_samples=0)
   waveforms = tf.constant(original['x'])
   outputs_and_gradients_of = projected_gradients_function(fast, (4, 100, 40))
   results = {}
   for threshold in (math.inf, 0):  # keep every group's signals, recompute
-    monkeypatch.setattr(fast_gabor, 'REMATERIALIZE_ELEMENTS', threshold)
-    monkeypatch.setattr(frontend, 'XLA_MAX_SAMPLES', 0)
+    monkeypatch.setattr(banded, 'REMATERIALIZE_ELEMENTS', threshold)
     results[threshold] = tf.function(outputs_and_gradients_of)(waveforms)
   (kept, kept_grads), (recomputed, recomputed_grads) = results.values()
   np.testing.assert_allclose(recomputed, kept, rtol=1e-6, atol=1e-6)
@@ -153,9 +180,8 @@ def test_fast_plans_of_short_clips_fit_their_weights(original, kind,
   waveforms = original['x'][:, 5000:5000 + samples]
   expected = np.asarray(exact(waveforms))
   actual = np.asarray(fast(waveforms))
-  energies = fast._filterbank_energies  # pylint: disable=protected-access
-  assert energies.plans_fit_weights()
-  assert energies.plan(-(-samples // 160)).n_fft < 10000
+  assert fast.filterbank.plans_fit_weights()
+  assert fast.filterbank.engine.plan(-(-samples // 160)).n_fft < 10000
   assert relative_l2(actual, expected) < 0.01
 
 
@@ -169,11 +195,10 @@ def test_exact_mode_equals_the_direct_convolution(kind, samples):
   # real filters, squared modulus, depthwise strided pooling.
   filtered = tf.nn.conv1d(waveforms[:, :, None],
                           exact._complex_conv.impulse_responses(), 1, 'SAME')
-  energies = frontend.SquaredModulus()(filtered)
-  direct = tf.nn.depthwise_conv2d(
-      energies[:, None], exact._pooling.windows()[None], (1, 1, 160, 1),
-      'SAME')[:, 0]
-  fft = fast_gabor.pooled_energies_fft(
+  energies = np.asarray(frontend.SquaredModulus()(filtered))
+  direct = same_pooling(energies, np.asarray(exact._pooling.windows())[:, :, 0],
+                        160)
+  fft = overlap_save.pooled_energies_fft(
       tf.constant(waveforms), exact._complex_conv.constrained_kernel(),
       exact._pooling.windows()[:, :, 0], 401, 160)
   assert fft.shape == direct.shape == (2, -(-samples // 160), 40)
@@ -193,7 +218,7 @@ def test_leaf_at_other_sampling_rates(sample_rate):
     warnings.simplefilter('always')
     fast = frontend.Leaf(sample_rate=sample_rate, compression_fn=None,
                          implementation='fast')
-  assert fast._filterbank_energies.banded == (sample_rate == 8000)
+  assert fast.filterbank.banded == (sample_rate == 8000)
   assert len(caught) == (sample_rate != 8000)
   waveforms = np.random.default_rng(0).standard_normal(
       (2, sample_rate // 2 + 37)).astype(np.float32)
@@ -206,9 +231,9 @@ def test_leaf_at_other_sampling_rates(sample_rate):
   assert top * sample_rate / (2 * math.pi) < min(7800., 0.4875 * sample_rate)
   filtered = tf.nn.conv1d(waveforms[:, :, None],
                           exact._complex_conv.impulse_responses(), 1, 'SAME')
-  direct = np.asarray(tf.nn.depthwise_conv2d(
-      frontend.SquaredModulus()(filtered)[:, None],
-      exact._pooling.windows()[None], (1, 1, exact.stride, 1), 'SAME')[:, 0])
+  direct = same_pooling(np.asarray(frontend.SquaredModulus()(filtered)),
+                        np.asarray(exact._pooling.windows())[:, :, 0],
+                        exact.stride)
   direct = np.maximum(direct, 1e-5)
   np.testing.assert_allclose(exact(waveforms), direct, rtol=0,
                              atol=1e-5 * direct.max())
@@ -238,15 +263,14 @@ def compiles_with_xla(function, *args):
 
 
 @pytest.mark.parametrize('xla', [True, False])
-def test_fast_plan_follows_the_weights(original, xla, monkeypatch):
+def test_fast_plan_follows_the_weights(original, xla):
   """Outside its plan, a traced fast Leaf computes exactly; eagerly, replans.
 
   With and without the XLA compilation of small inputs, whose plan check is
   outside the compiled function.
   """
-  if not xla:
-    monkeypatch.setattr(frontend, 'XLA_MAX_SAMPLES', 0)
-  exact, fast = leaf_pair()
+  exact, fast = leaf_pair(
+      xla_max_samples=filterbank_layer.XLA_MAX_SAMPLES if xla else 0)
   waveforms = tf.constant(original['x'][:, :8000])
   traced = tf.function(fast)
   traced(waveforms)  # plan made for the initial weights
@@ -256,7 +280,7 @@ def test_fast_plan_follows_the_weights(original, xla, monkeypatch):
   fast.set_weights(weights)
   exact.set_weights(weights)
   # 50 frames: the plan made when tracing is the one for 50-frame blocks.
-  plan = fast._filterbank_energies._plans[50]
+  plan = fast.filterbank.engine._plans[50]
   assert not plan.is_valid(weights[0][:, 1],
                            np.asarray(fast._pooling.windows()[:, :, 0]))
   assert fast.fast_plans_outdated() and not exact.fast_plans_outdated()
@@ -267,11 +291,10 @@ def test_fast_plan_follows_the_weights(original, xla, monkeypatch):
   assert not fast.fast_plans_outdated()  # the eager call planned again
 
 
-def test_small_inputs_compiled_with_xla_compute_the_same(original,
-                                                         monkeypatch):
+def test_small_inputs_compiled_with_xla_compute_the_same(original):
   """Small static inputs in a traced function are compiled with XLA: same
   outputs and gradients as the same computation op by op."""
-  _, fast = leaf_pair('far')
+  exact, fast = leaf_pair('far')
   waveforms = tf.constant(original['x'][:2, :16000])  # 32000 samples
   outputs_and_gradients_of = projected_gradients_function(fast, (2, 100, 40))
   compiled = tf.function(outputs_and_gradients_of)
@@ -281,8 +304,11 @@ def test_small_inputs_compiled_with_xla_compute_the_same(original,
   assert not compiles_with_xla(tf.function(fast, input_signature=[
       tf.TensorSpec((None, 16000))]))
   actual = compiled(waveforms)
-  monkeypatch.setattr(frontend, 'XLA_MAX_SAMPLES', 0)
-  op_by_op = tf.function(outputs_and_gradients_of)
+  uncompiled = frontend.Leaf(implementation='fast', xla_max_samples=0)
+  uncompiled.build((None, None))
+  uncompiled.set_weights(exact.get_weights())
+  op_by_op = tf.function(projected_gradients_function(uncompiled,
+                                                      (2, 100, 40)))
   assert not compiles_with_xla(op_by_op, waveforms)
   expected = op_by_op(waveforms)
   np.testing.assert_allclose(actual[0], expected[0], rtol=1e-4, atol=1e-5)
@@ -320,7 +346,7 @@ def test_refresh_fast_plans_retraces_fit_once_the_weights_leave_the_plan(
   leaf = model.layers[0]
   assert refresh.refreshes == 1
   assert not leaf.fast_plans_outdated()
-  plan = leaf._filterbank_energies._plans[50]
+  plan = leaf.filterbank.engine._plans[50]
   assert plan.is_valid(leaf.get_weights()[0][:, 1],
                        np.asarray(leaf._pooling.windows()[:, :, 0]))
   with pytest.raises(ValueError, match='check_every'):
@@ -395,7 +421,7 @@ def test_implementation_argument(original):
   np.testing.assert_allclose(even_fast(waveforms), even(waveforms),
                              rtol=1e-6, atol=1e-6)
   with pytest.raises(ValueError, match='odd length, got 400 and 401'):
-    fast_gabor.BandedPlan(np.full(40, 50.), np.ones((401, 40)), 400, 160)
+    plan_lib.BandedPlan(np.full(40, 50.), np.ones((401, 40)), 400, 160)
 
 
 def test_pool_squared_modulus_and_its_gradient():
@@ -422,10 +448,10 @@ def test_pool_squared_modulus_and_its_gradient():
       loss = tf.reduce_sum(pooled * projection)
     return pooled, tape.gradient(loss, [filtered, windows])
 
-  pooled, grads = value_and_grads(lambda: fast_gabor.pool_squared_modulus(
+  pooled, grads = value_and_grads(lambda: banded.pool_squared_modulus(
       filtered, windows, stride, frames, first_block))
   np.testing.assert_allclose(pooled, expected, rtol=1e-5)
-  _, expected_grads = value_and_grads(lambda: fast_gabor.pool_blocks(
+  _, expected_grads = value_and_grads(lambda: overlap_save.pool_blocks(
       tf.math.real(filtered * tf.math.conj(filtered)), windows, stride,
       frames, first_block))
   for grad, expected_grad in zip(grads, expected_grads):
@@ -435,13 +461,13 @@ def test_pool_squared_modulus_and_its_gradient():
 # 3329 bins: the split basis (`_SPLIT_BASIS_BINS`), with a last row cut short.
 @pytest.mark.parametrize('bins', [864, 3329])
 @pytest.mark.parametrize('first_bin', [-37, 0, 5000, 17275])
-def test_band_gabor_responses_equal_the_full_transform(first_bin, bins):
+def test_gabor_band_responses_equal_the_full_transform(first_bin, bins):
   """The band of `gabor_responses` (an N-point inverse FFT), bin for bin."""
   n_fft = 17280
   kernel = tf.constant([[0.01, 96.], [0.3, 60.], [2.9, 5.]], tf.float32)
   first = tf.constant([first_bin, first_bin + 3, first_bin - 3], tf.int32)
-  band = fast_gabor.band_gabor_responses(kernel, first, 401, n_fft, bins)
-  full = np.asarray(fast_gabor.gabor_responses(kernel, 401, n_fft))
+  band = gabor.band_responses(kernel, first, 401, n_fft, bins)
+  full = np.asarray(overlap_save.gabor_responses(kernel, 401, n_fft))
   index = (np.asarray(first)[:, None] + np.arange(bins)) % n_fft
   expected = np.take_along_axis(full, index, axis=1)
   # The responses peak at about 1 (the envelopes sum to 1): the errors are
@@ -449,7 +475,7 @@ def test_band_gabor_responses_equal_the_full_transform(first_bin, bins):
   assert np.abs(expected.imag).max() < 1e-6
   np.testing.assert_allclose(band, expected.real, rtol=0, atol=2e-6)
   with pytest.raises(ValueError, match='odd'):
-    fast_gabor.band_gabor_responses(kernel, first, 400, n_fft, bins)
+    gabor.band_responses(kernel, first, 400, n_fft, bins)
 
 
 @pytest.mark.parametrize('decimation', [1, 4, 5, 20])
@@ -463,7 +489,7 @@ def test_grid_interpolation_weights_are_the_hat_functions(decimation):
   offsets = np.arange(-half, half + 1)[None, :]
   hats = np.maximum(0., 1. - np.abs(offsets - grid) / decimation)
   np.testing.assert_allclose(
-      fast_gabor._grid_interpolation_weights(tf.constant(values), decimation),
+      banded._grid_interpolation_weights(tf.constant(values), decimation),
       values @ hats.T, rtol=1e-5, atol=1e-5)
 
 
@@ -488,3 +514,61 @@ def test_td_filterbanks_by_fft_equal_their_layers(samples):
   assert pooled.min() > 1e-2  # white noise: no frame near the 1e-5 floor
   np.testing.assert_allclose(outputs, tfbanks._compression(pooled), rtol=0,
                              atol=1e-5)
+
+
+class _SortedGabor(convolution.GaborConv1D):
+  """A GaborConv1D subclass (filters sorted by centre frequency)."""
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, sort_filters=True, **kwargs)
+
+
+def test_filterbank_layer_fuses_subclasses_and_runs_other_stacks_directly():
+  """The fused computation is chosen by isinstance: a GaborConv1D subclass
+  keeps it (and matches its own layers run directly); a stack with no fused
+  form (sinc filters, LeakyReLU, max pooling) runs layer by layer."""
+  waveforms = np.random.default_rng(5).standard_normal(
+      (2, 3000)).astype(np.float32)
+  for implementation in ('conv', 'fast'):
+    leaf = frontend.Leaf(conv1d_cls=_SortedGabor, compression_fn=None,
+                         implementation=implementation)
+    leaf.build((None, None))
+    weights = leaf.get_weights()
+    weights[0] = weights[0][::-1].copy()  # unsorted centre frequencies
+    leaf.set_weights(weights)
+    assert leaf.filterbank.fused
+    assert leaf.filterbank.banded == (implementation == 'fast')
+    direct = np.maximum(np.asarray(
+        leaf.filterbank.layer_by_layer(tf.constant(waveforms))), 1e-5)
+    assert relative_l2(np.asarray(leaf(waveforms)), direct) < (
+        1e-5 if implementation == 'conv' else 1e-2)
+  sincnet = frontend.SincNet(implementation='fast')
+  assert not sincnet.filterbank.fused and not sincnet.filterbank.banded
+  tfbanks = frontend.TimeDomainFilterbanks()
+  assert tfbanks.filterbank.fused and not tfbanks.filterbank.banded
+
+
+def test_filterbank_layer_settings_are_in_its_config():
+  """`implementation` and `xla_max_samples` travel with the layer (and with
+  Leaf's config); a reloaded fast Leaf with XLA off compiles nothing."""
+  layer = filterbank_layer.FilterbankEnergies(
+      convolution.GaborConv1D(80, 401), convolution.SquaredModulus(),
+      pooling.GaussianLowpass(401, strides=160),
+      implementation='fast', xla_max_samples=123)
+  clone = filterbank_layer.FilterbankEnergies.from_config(layer.get_config())
+  assert clone.implementation == 'fast' and clone.xla_max_samples == 123
+  assert clone.banded
+  with pytest.raises(ValueError, match='xla_max_samples'):
+    frontend.Leaf(xla_max_samples=-1)
+  with pytest.raises(ValueError, match="'conv'.*'fast'"):
+    filterbank_layer.FilterbankEnergies(
+        clone.conv, clone.activation, clone.pooling, implementation='x')
+  leaf = frontend.Leaf(implementation='fast', xla_max_samples=0)
+  config = leaf.get_config()
+  assert config['xla_max_samples'] == 0
+  reloaded = frontend.Leaf.from_config(config)
+  assert reloaded.filterbank.xla_max_samples == 0
+  waveforms = tf.zeros([1, 16000])
+  assert not compiles_with_xla(tf.function(reloaded), waveforms)
+  assert compiles_with_xla(tf.function(frontend.Leaf(implementation='fast')),
+                           waveforms)

@@ -1,5 +1,7 @@
 """Every frontend behaves as an ordinary Keras layer."""
 
+import pathlib
+
 import keras
 import numpy as np
 import pytest
@@ -154,3 +156,20 @@ def test_leaf_trains_in_a_model_fit():
   after = model.layers[1].get_weights()
   for b, a in zip(before, after):
     assert not np.allclose(a, b)
+
+
+FIXTURES = pathlib.Path(__file__).parent / 'data' / 'frontends_v0'
+
+
+@pytest.mark.parametrize('name', ['leaf', 'tfbanks', 'sincnet',
+                                  'sincnet_plus'])
+def test_keras_files_saved_by_the_earlier_layout_load(name):
+  """.keras files saved before the filterbank layer and the baselines' own
+  constructors (commit ad0f539, tests/data/frontends_v0/make_fixtures.py):
+  tiny frontends with moved weights give the outputs that code gave."""
+  expected = np.load(FIXTURES / 'frontends_v0.npz')
+  model = keras.models.load_model(FIXTURES / f'{name}_v0.keras')
+  outputs = np.asarray(model(expected['x']))
+  assert outputs.shape == expected[name].shape
+  np.testing.assert_allclose(outputs, expected[name], rtol=1e-5,
+                             atol=1e-5 * np.abs(expected[name]).max())

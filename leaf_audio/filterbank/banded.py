@@ -1,0 +1,364 @@
+"""The banded computation of LEAF's pooled energies (the fast mode).
+
+Each channel is filtered in the frequency domain only over the bins where
+its response is not negligible (`plan.BandedPlan`), demodulated to baseband
+and evaluated at a reduced rate before the squared modulus, and pooled at
+that rate, with a quadrature that is exact for band-limited signals away
+from the clip's edges and accurate at them.
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from leaf_audio import gabor
+from leaf_audio.filterbank.fft_ops import as_complex
+from leaf_audio.filterbank.fft_ops import concat
+from leaf_audio.filterbank.fft_ops import in_xla_context
+from leaf_audio.filterbank.fft_ops import same_padding
+from leaf_audio.filterbank.fft_ops import squared_modulus
+from leaf_audio.filterbank.fft_ops import static_size
+from leaf_audio.filterbank.overlap_save import _pool_block_products
+from leaf_audio.filterbank.overlap_save import block_spectra
+from leaf_audio.filterbank.overlap_save import pool_blocks
+from leaf_audio.filterbank.plan import CHUNK
+from leaf_audio.filterbank.plan import BandedPlan
+
+
+def _grid_interpolation_weights(values, decimation: int):
+  """Full-rate weights moved onto a grid of step D by linear interpolation.
+
+  out[..., m] = sum_k max(0, 1 - |k| / D) values[..., m D + k]: the weight
+  each grid point m gets when `values` (on offsets 0 .. L - 1) are spread
+  over their two neighbouring grid points. Offset m D + r (0 <= r < D) gives
+  1 - r / D of its value to point m and r / D to point m + 1, so this is one
+  product of the values cut in blocks of D with those two weight columns.
+
+  Args:
+    values: [..., L] float32, L - 1 a multiple of D.
+    decimation: D.
+
+  Returns:
+    [..., (L - 1) / D + 1] float32.
+  """
+  length = values.shape[-1]
+  points = (length - 1) // decimation + 1
+  blocks = tf.pad(values, [[0, 0]] * (len(values.shape) - 1) +
+                  [[0, points * decimation - length]])
+  blocks = tf.reshape(blocks, [-1, points, decimation])
+  fraction = np.arange(decimation, dtype=np.float32) / decimation
+  # (Sums of products rather than a [D, 2] matrix product: on small inputs
+  # they are several times faster on CPU.)
+  to_next = tf.reduce_sum(blocks * fraction, -1)
+  to_this = tf.reduce_sum(blocks, -1) - to_next
+  weights = to_this + tf.pad(to_next[:, :-1], [[0, 0], [1, 0]])
+  return tf.reshape(weights, tf.concat([tf.shape(values)[:-1], [points]], 0))
+
+
+# Below this size (elements, static shapes), a gather replaces a transpose: on
+# CPU a transpose goes to the thread pool and costs ~50 us whatever its size,
+# while a small gather runs inline. (Measured on 2 cores: reordering 40
+# channels x 100 frames, 10 against 60 us by one gather; at 40k values the
+# gather is already slower.)
+_GATHER_ELEMENTS = 2**14
+
+
+def pool_squared_modulus(filtered, windows, stride: int, frames,
+                         first_block=0):
+  """`pool_blocks(|filtered|^2, ...)`, without |filtered|^2 in memory.
+
+  The complex samples are read as their interleaved real and imaginary parts
+  (a bitcast, no copy) and squared in one pass; the pooling product takes
+  each window tap twice, once for each part. Computing |z|^2 first costs
+  three passes over complex tensors (conjugate, product, real part) and two
+  more tensors alive at once. The gradient recomputes |z|^2. Under XLA,
+  which has no bitcast of complex tensors (and fuses the passes itself),
+  |z|^2 is computed first.
+
+  Args:
+    filtered: [batch, n, length] complex64, length as for `pool_blocks`.
+    windows: [n, W] float32 pooling windows.
+    stride: s.
+    frames: number of output frames.
+    first_block: the block where frame 0's window starts.
+
+  Returns:
+    [batch, n, frames] float32.
+  """
+  if in_xla_context():
+    return pool_blocks(squared_modulus(filtered), windows, stride, frames,
+                       first_block)
+
+  @tf.custom_gradient
+  def pooled(filtered, windows):
+    parts = tf.square(tf.bitcast(filtered, tf.float32))  # [b, n, length, 2]
+    shape = tf.shape(parts)
+    blocks = tf.reshape(parts, [shape[0], shape[1], -1, 2 * stride])
+    kernel_size = windows.shape[1]
+    padded = tf.pad(windows, [[0, 0], [0, -kernel_size % stride]])
+    result = _pool_block_products(blocks, tf.repeat(padded, 2, axis=1),
+                                  2 * stride, frames, first_block)
+
+    def grad(upstream):
+      energies = tf.math.real(filtered * tf.math.conj(filtered))
+      with tf.GradientTape() as tape:
+        tape.watch([energies, windows])
+        recomputed = pool_blocks(energies, windows, stride, frames,
+                                 first_block)
+      d_energies, d_windows = tape.gradient(recomputed, [energies, windows],
+                                            output_gradients=upstream)
+      return tf.cast(2. * d_energies, tf.complex64) * filtered, d_windows
+
+    return result, grad
+
+  return pooled(filtered, windows)
+
+
+
+# large are not kept for the backward pass but computed again there from the
+# block spectra (`band_energies(..., recompute=True)`). At batch 32 x 10 s
+# the kept signals (the selected bins and the filtered signal) took 2 x 174
+# MB; recomputing them: peak memory of forward+backward 735-747 -> 620-687 MB
+# (2.9-3.0x -> 2.4-2.7x mel's, benchmark runs of 5-11 rounds), its time within
+# the runs' noise (1.7-1.8x mel's either way).
+REMATERIALIZE_ELEMENTS = 2**22
+
+
+def band_energies(spectrum, response, grid_windows, chunk_index, flat_index,
+                  batch, pooling, recompute=False):
+  """One group's band signals, squared modulus and pooling on the grid.
+
+  Args:
+    spectrum: [batch * blocks, n_fft / CHUNK, CHUNK] complex64 block spectra.
+    response: [n_g, Q] float32, the channels' responses on their bins.
+    grid_windows: [n_g, 2 taps + 1] float32 pooling windows on the grid.
+    chunk_index: [n_g, Q / CHUNK] int32, each channel's chunks of the
+      spectrum.
+    flat_index: [n_g, 4, 2 taps + 1] indices of the edge frames' grid
+      samples in the flattened [batch, blocks * n_g * Q] signals.
+    batch: the batch size (an int or a scalar tensor).
+    pooling: (stride on the grid, frames per block, first block), as for
+      `pool_squared_modulus`.
+    recompute: whether the backward pass recomputes the band signals from
+      `spectrum` rather than keeping them.
+
+  Returns:
+    ([batch * blocks, n_g, frames per block] pooled |y|^2 (times D^2), and
+    [batch, n_g, 4, 2 taps + 1] |y|^2 at the edge frames' grid samples).
+  """
+  n_group, size = response.shape
+
+  def filtered_signals(spectrum, response):
+    """[batch * blocks, n_g, Q] complex64: y_n at every D-th sample, times D
+    (the inverse FFT of Q points scales by 1 / Q instead of 1 / n_fft), so
+    that |y_n|^2 is times D^2."""
+    selected = tf.reshape(tf.gather(spectrum, chunk_index, axis=1),
+                          [-1, n_group, size])
+    return tf.signal.ifft(selected * as_complex(response))
+
+  def edge_samples(signals):
+    return tf.gather(tf.reshape(signals, [batch, -1]), flat_index, axis=1)
+
+  def energies(spectrum, response, grid_windows):
+    filtered = filtered_signals(spectrum, response)
+    return (pool_squared_modulus(filtered, grid_windows, *pooling),
+            squared_modulus(edge_samples(filtered)))
+
+  if not recompute:
+    return energies(spectrum, response, grid_windows)
+
+  @tf.custom_gradient
+  def computed(spectrum, response, grid_windows):
+    def grad(d_pooled, d_samples):
+      # The inputs as tensors of the graph being built (a gradient may be
+      # built in another graph, e.g. a tf.cond's gradient branch, where the
+      # tapes below would not see the captured originals).
+      spectrum_, response_, windows_ = (
+          tf.identity(spectrum), tf.identity(response),
+          tf.identity(grid_windows))
+      with tf.GradientTape() as gather_tape:
+        gather_tape.watch(spectrum_)
+        gathered = tf.gather(spectrum_, chunk_index, axis=1)
+      selected = tf.reshape(gathered, [-1, n_group, size])
+      with tf.GradientTape() as inverse_tape:
+        product = selected * as_complex(response_)
+        inverse_tape.watch(product)
+        filtered = tf.signal.ifft(product)
+      power = tf.math.real(filtered * tf.math.conj(filtered))
+      with tf.GradientTape() as tape:
+        tape.watch([power, windows_])
+        again = (pool_blocks(power, windows_, *pooling),
+                 edge_samples(power))
+      d_power, d_windows = tape.gradient(
+          again, [power, windows_], output_gradients=[d_pooled, d_samples])
+      # |y|^2 (Eq. 3) -> y -> the product before the inverse FFT (linear).
+      d_filtered = tf.cast(2. * d_power, tf.complex64) * filtered
+      d_product = inverse_tape.gradient(filtered, product,
+                                        output_gradients=d_filtered)
+      # d/d response of the product, summed over the blocks.
+      d_response = tf.reduce_sum(
+          tf.math.real(d_product * tf.math.conj(selected)), 0)
+      d_spectrum = tf.convert_to_tensor(gather_tape.gradient(
+          gathered, spectrum_, output_gradients=tf.reshape(
+              d_product * as_complex(response_), tf.shape(gathered))))
+      return d_spectrum, d_response, d_windows
+
+    return energies(spectrum, response, grid_windows), grad
+
+  return computed(spectrum, response, grid_windows)
+
+
+def pooled_energies_banded(waveform, gabor_kernel, channel_windows,
+                           plan: BandedPlan):
+  """Gabor filterbank energies, pooled, in the banded formulation (fast mode).
+
+  Computes P_n[k] (see the module docstring) following `plan`. At LEAF's
+  initialization the pooled energies are within about 1e-4 (relative L2) of
+  `pooled_energies_fft`'s, and gradients reach every weight as in the exact
+  computation. Frames whose pooling window crosses the clip's start or end
+  ('SAME' padding zero-pads the squared modulus there) are corrected by
+  subtracting the part of the window outside the clip, estimated from the
+  grid by linear interpolation.
+
+  Args:
+    waveform: [batch, time] float32.
+    gabor_kernel: [n, 2] constrained Gabor parameters.
+    channel_windows: [n, W_pool] pooling windows, one row per channel.
+    plan: a `BandedPlan` made for weights like these.
+
+  Returns:
+    [batch, frames, n] float32, frames = ceil(time / stride).
+  """
+  length = waveform.shape[1]
+  if length is None:
+    length = tf.shape(waveform)[1]
+  batch = waveform.shape[0]
+  if batch is None:
+    batch = tf.shape(waveform)[0]
+  stride, n_fft, margin = plan.stride, plan.n_fft, plan.margin
+  pool_half = plan.pool_half
+  frames, pad_left = same_padding(length, plan.pool_size, stride)
+  first_centre = pool_half - pad_left  # frame 0's window centre in the clip
+  blocks = (frames + plan.frames_per_block - 1) // plan.frames_per_block
+  # Block b's FFT starts `margin` samples before frame (b * frames per
+  # block)'s centre.
+  spectrum = block_spectra(waveform, length, first_centre, margin, n_fft,
+                           plan.hop, blocks)
+  # [batch * blocks, n_fft / CHUNK, CHUNK]: the spectrum in chunks.
+  spectrum = tf.reshape(spectrum, [batch * blocks, n_fft // CHUNK, CHUNK])
+
+  # The channels' weights in the plan's order, each group's a contiguous
+  # range (one gather each, not one per group and weight).
+  planned = np.concatenate([group.channels for group in plan.groups])
+  gabor_kernel = tf.gather(gabor_kernel, planned)
+  channel_windows = tf.gather(channel_windows, planned)
+  eta, sigma = gabor_kernel[:, 0], gabor_kernel[:, 1]
+  centre_bin = tf.stop_gradient(
+      tf.cast(tf.round(eta * (n_fft / (2. * math.pi))), tf.int32))
+  # The two first and two last frames, whose windows may leave the clip.
+  edge_frames = tf.stack([0, 1, frames - 2, frames - 1])
+  clipped = tf.clip_by_value(edge_frames, 0, frames - 1)
+  edge_block = clipped // plan.frames_per_block
+  edge_centre = margin + stride * (clipped % plan.frames_per_block)
+  offsets = tf.range(-pool_half, pool_half + 1)
+  clip_position = (first_centre + stride * edge_frames)[:, None] + offsets
+  outside = tf.cast(tf.concat(
+      [clip_position[:2] < 0, clip_position[2:] >= length], 0), tf.float32)
+  # The edge frames' windows outside the clip, full rate:
+  # [n, 4, 2 pool_half + 1].
+  outside_windows = channel_windows[:, None, :] * outside[None]
+  pooled, corrections = [], []
+  start = 0
+  for group in plan.groups:
+    n_group = len(group.channels)
+    channels = slice(start, start + n_group)  # the group's, in plan order
+    start += n_group
+    decimation = group.decimation
+    size = n_fft // decimation
+    # Each channel's band: the `size` bins from the chunk holding its bin
+    # `below` under the centre (wrapped around n_fft), of which its first
+    # `chunks` chunks are kept (the response is zero on the others):
+    # [batch * blocks, n_g, size].
+    first_chunk = tf.math.floordiv(
+        centre_bin[channels] - group.below, CHUNK)
+    chunk_index = tf.math.floormod(
+        first_chunk[:, None] + np.arange(size // CHUNK), n_fft // CHUNK)
+    in_band = (np.arange(size) < group.chunks[:, None] * CHUNK).astype(
+        np.float32)  # [n_g, size]
+    # The kept bins, not wrapped (so negative below bin 0, past n_fft above
+    # it): [n_g, size].
+    first_bin = first_chunk * CHUNK
+    kept = int(group.chunks.max()) * CHUNK
+    responses = []
+    if group.truncated:  # the W-tap filters' own responses
+      truncated = slice(channels.start, channels.start + group.truncated)
+      exact = gabor.band_responses(
+          gabor_kernel[truncated], first_bin[:group.truncated],
+          plan.kernel_size, n_fft, kept)
+      responses.append(tf.pad(exact, [[0, 0], [0, size - kept]]))
+    if group.truncated < n_group:  # the Gaussian closed form
+      gaussian = slice(channels.start + group.truncated, channels.stop)
+      offset_freq = (tf.cast(first_bin[group.truncated:, None] +
+                             np.arange(size), tf.float32) *
+                     (2. * math.pi / n_fft) - eta[gaussian][:, None])
+      responses.append(gabor.gaussian_response(offset_freq,
+                                               sigma[gaussian][:, None]))
+    response = concat(responses, 0) * in_band
+    # Pooling on the grid: taps at offsets i D, weights D g(i D) / D^2, half
+    # plus 1 / (2 D) at the window's ends (trapezoid + Euler-Maclaurin).
+    taps = pool_half // decimation
+    grid_windows = channel_windows[channels, ::decimation]
+    ends = np.ones(2 * taps + 1, np.float32)
+    if decimation > 1:
+      ends[[0, -1]] = (decimation + 1.) / (2. * decimation)
+    grid_windows = grid_windows * (ends / decimation)
+    # The edge frames' grid samples: [n_g, 4, 2 taps + 1] indices of the
+    # flattened [batch, blocks * n_g * size] signals.
+    flat_index = (((edge_block * n_group)[None, :, None] +
+                   np.arange(n_group)[:, None, None]) * size +
+                  (edge_centre // decimation)[None, :, None] +
+                  np.arange(-taps, taps + 1))
+
+    # [batch * blocks, n_g, Q] values (infinite for an unknown shape).
+    band_elements = static_size(spectrum) / n_fft * n_group * size
+    group_pooled, samples = band_energies(
+        spectrum, response, grid_windows, chunk_index, flat_index, batch,
+        (stride // decimation, plan.frames_per_block,
+         (margin - pool_half) // stride),
+        recompute=band_elements >= REMATERIALIZE_ELEMENTS)
+    pooled.append(tf.reshape(group_pooled, [batch, blocks, n_group,
+                                            plan.frames_per_block]))
+    # Edge frames: the window's part outside the clip, from the grid by
+    # linear interpolation: [n_g, 4, 2 taps + 1].
+    excluded = _grid_interpolation_weights(
+        outside_windows[channels], decimation)
+    corrections.append(tf.reduce_sum(samples * excluded, -1) /
+                       float(decimation**2))  # [batch, n_g, 4]
+  # [batch, blocks, n, frames per block], channels in the plan's order.
+  channels = len(plan.order)
+  pooled = concat(pooled, 2)
+  # Each correction goes to its edge frame (out-of-range edge frames of short
+  # clips, counted 0, to a frame in range): [batch, n, 4] of indices
+  # (batch, block, channel, frame in block).
+  in_range = tf.logical_and(edge_frames >= 0, edge_frames < frames)
+  corrections = concat(corrections, 1) * tf.cast(in_range, tf.float32)
+  index_shape = [batch, channels, 4]
+  indices = tf.stack([
+      tf.broadcast_to(tf.range(batch)[:, None, None], index_shape),
+      tf.broadcast_to(edge_block, index_shape),
+      tf.broadcast_to(np.arange(channels, dtype=np.int32)[:, None],
+                      index_shape),
+      tf.broadcast_to(clipped % plan.frames_per_block, index_shape)], -1)
+  pooled = tf.tensor_scatter_nd_sub(pooled, indices, corrections)
+  # To [batch, frames, n], channels in their order.
+  per_block = plan.frames_per_block
+  if static_size(pooled) <= _GATHER_ELEMENTS:  # one gather, no transpose
+    order = (plan.order[None, :] * per_block +
+             np.arange(per_block)[:, None]).reshape(-1)
+    pooled = tf.gather(
+        tf.reshape(pooled, [batch, blocks, channels * per_block]), order,
+        axis=2)
+  else:
+    pooled = tf.transpose(tf.gather(pooled, plan.order, axis=2), (0, 1, 3, 2))
+  return tf.reshape(pooled, [batch, blocks * per_block, channels])[:, :frames]

@@ -1,0 +1,231 @@
+"""`FilterbankEnergies`: a frontend's filtering, activation and pooling.
+
+The one place that decides how these three layers are computed: fused
+(`engines`) where their types have a fused form, layer by layer elsewhere;
+in the fast mode, banded while the weights fit the plan and exactly (one
+`tf.cond`) when they have left it; and compiled with XLA for small inputs.
+"""
+
+import keras
+import tensorflow as tf
+
+from leaf_audio import convolution
+from leaf_audio import pooling as pooling_lib
+from leaf_audio import utils
+from leaf_audio.filterbank import engines
+from leaf_audio.filterbank.fft_ops import in_xla_context
+
+# Inputs of at most this many samples (batch x time) are compiled with XLA
+# in the fast mode (see `FilterbankEnergies`).
+XLA_MAX_SAMPLES = 2**16
+
+
+def fallback_branch(compute):
+  """`compute` as one call op, for the untaken side of a `tf.cond`.
+
+  TensorFlow lowers a `tf.cond` in a function to switch and merge ops, and
+  its executor still visits every op of the branch not taken (to pass on
+  their dead inputs): about 1 us each. The exact fallback is a few hundred
+  ops that run only when the weights have left the fast plan, so it is kept
+  out of line, a single call op that costs nothing when not taken (batch 1 x
+  1 s, forward: 1.07 -> 0.95 ms on 2 CPU cores). Under XLA, which compiles
+  both branches anyway, it stays inline.
+
+  Args:
+    compute: a function of no arguments returning tensors.
+
+  Returns:
+    A function of no arguments, for `tf.cond`'s `false_fn`.
+  """
+  if in_xla_context():
+    return compute
+  return tf.function(compute, autograph=False,
+                     experimental_attributes={'_noinline': True})
+
+
+def fused_engine(conv, activation, pooling, implementation='conv'):
+  """The fused computation of these layers, or None if they have none.
+
+  The test of what can be fused, by type (subclasses included) and by the
+  settings the fused computations assume:
+  - a `GaborConv1D` (stride 1, 'same', no bias), `SquaredModulus` and
+    `GaussianLowpass` ('same'): `engines.GaborEnergies`;
+  - a `keras.layers.Conv1D` (stride 1, 'same', no bias, no activation, not
+    an `FFTConv1D`, which adds its spectral loss in its own call),
+    `SquaredModulus` and `LearnablePooling1D`: `engines.ConvEnergies`.
+
+  Args:
+    conv, activation, pooling: the three layers.
+    implementation: 'conv' or 'fast'.
+
+  Returns:
+    An engine, or None.
+  """
+  if not isinstance(activation, convolution.SquaredModulus):
+    return None
+  if (isinstance(conv, convolution.GaborConv1D) and
+      isinstance(pooling, pooling_lib.GaussianLowpass) and
+      conv.strides == 1 and conv.padding == 'same' and not conv.use_bias and
+      pooling.padding == 'same'):
+    return engines.GaborEnergies(conv, pooling, implementation)
+  if (isinstance(conv, keras.layers.Conv1D) and
+      not isinstance(conv, convolution.FFTConv1D) and
+      isinstance(pooling, pooling_lib.LearnablePooling1D) and
+      tuple(conv.strides) == (1,) and tuple(conv.dilation_rate) == (1,) and
+      conv.padding == 'same' and conv.groups == 1 and not conv.use_bias and
+      conv.activation is keras.activations.linear and conv.filters % 2 == 0):
+    return engines.ConvEnergies(conv, pooling)
+  return None
+
+
+def _identity(x):
+  return x
+
+
+@utils.register
+class FilterbankEnergies(keras.layers.Layer):
+  """Filtering, activation and pooling of waveforms, fused where possible.
+
+  `pooling(activation(conv(x)))` for waveforms x: with LEAF's layers,
+  P_n[k] = sum_t g_n[t - c_k] |(x * phi_n)[t]|^2 (Eq. 3-5 of the paper).
+  The layers are this layer's sublayers and keep their weights and layout;
+  `fused_engine` decides whether they are computed together without the
+  direct convolution (exactly, by FFT: `implementation='conv'`) or, for
+  Gabor filters in the fast mode, banded (`implementation='fast'`, within 1%
+  of the exact output). Otherwise they run one after the other.
+
+  In the fast mode, a traced function follows the plan made for the weights
+  at its tracing, checks at every call that the weights still fit it, and
+  computes exactly (one `tf.cond`) when they have left it, until it is
+  traced again (`plans_fit_weights`; `callbacks.RefreshFastPlans` retraces
+  `Model.fit`'s functions). Eagerly, a new plan is made when needed. Inputs
+  of a static shape of at most `xla_max_samples` samples in all are compiled
+  with XLA in a traced function (TensorFlow's cost per op dominates there),
+  which costs about a second at the first call for each shape.
+
+  Args:
+    conv: the filtering layer: [batch, time, 1] -> [batch, time, channels].
+    activation: the layer (or function) applied to its output.
+    pooling: the pooling layer.
+    implementation: 'conv' (exact) or 'fast' (banded Gabor filters).
+    xla_max_samples: the largest input (batch x time samples) compiled with
+      XLA in the fast mode; 0 turns the compilation off.
+    name: layer name.
+
+  Call arguments:
+    waveform: [batch, time] float32.
+    postprocess: optional function of the energies, applied to them here
+      (so that it is compiled with them, and computed in the exact
+      fallback).
+
+  Returns:
+    postprocess([batch, frames, n] pooled energies).
+  """
+
+  def __init__(self, conv, activation, pooling, implementation='conv',
+               xla_max_samples=XLA_MAX_SAMPLES, name='filterbank_energies',
+               **kwargs):
+    super().__init__(name=name, **kwargs)
+    engines.check_implementation(implementation)
+    if (not isinstance(xla_max_samples, int) or
+        isinstance(xla_max_samples, bool) or xla_max_samples < 0):
+      raise ValueError(f'xla_max_samples must be a number of samples >= 0 '
+                       f'(0 turns XLA off), got {xla_max_samples!r}.')
+    self.implementation = implementation
+    self.xla_max_samples = xla_max_samples
+    self.conv = conv
+    self.activation = activation
+    self.pooling = pooling
+    self._engine = fused_engine(conv, activation, pooling, implementation)
+
+  @property
+  def fused(self):
+    """Whether the layers are computed together (by an engine)."""
+    return self._engine is not None
+
+  @property
+  def banded(self):
+    """Whether the fast mode's banded computation is used."""
+    return self._engine is not None and self._engine.banded
+
+  @property
+  def engine(self):
+    """The fused computation (`engines.GaborEnergies` or `ConvEnergies`),
+    or None."""
+    return self._engine
+
+  def build(self, input_shape):
+    shape = (input_shape[0], input_shape[1], 1)
+    for layer in (self.conv, self.activation, self.pooling):
+      if not isinstance(layer, keras.layers.Layer):
+        continue  # a function: shapes unchanged
+      if not layer.built:
+        layer.build(shape)
+      if layer is not self.pooling:
+        shape = layer.compute_output_shape(shape)
+
+  def call(self, waveform, postprocess=None):
+    postprocess = postprocess or _identity
+    engine = self._engine
+    if engine is None:
+      return postprocess(self.layer_by_layer(waveform))
+    if not engine.banded:
+      return postprocess(engine.exact(waveform))
+    if tf.executing_eagerly():  # the plan is made again if needed
+      return postprocess(engine.banded_energies(waveform))
+    if self._compiles(waveform):
+      # A new function at every trace, so that it follows the current plan.
+      # The plan check is computed inside, the choice made outside (a
+      # tf.cond in a nested XLA function cannot be differentiated).
+      banded, fits = tf.function(
+          lambda w: (postprocess(engine.banded_energies(w)),
+                     engine.plan_fits(w)),
+          jit_compile=True, autograph=False)(waveform)
+      banded_branch = lambda: banded
+    else:
+      fits = engine.plan_fits(waveform)
+      banded_branch = lambda: postprocess(engine.banded_energies(waveform))
+    return tf.cond(fits, banded_branch, fallback_branch(
+        lambda: postprocess(engine.exact(waveform))))
+
+  def layer_by_layer(self, waveform):
+    """The three layers one after the other, as the original computes them:
+    [batch, time] -> [batch, frames, n]."""
+    outputs = self.conv(waveform[:, :, None])
+    outputs = self.activation(outputs)
+    return self.pooling(outputs)
+
+  def _compiles(self, waveform):
+    """Whether this call is compiled with XLA: the banded computation of a
+    small input of a static shape, in a function being traced (not already
+    compiled). There about 300 small ops each cost more than their work, and
+    one XLA computation is 1.4x faster (batch 1 x 1 s: 2.6x mel's time down
+    to 1.8x, on 2 CPU cores); at batch 1 x 10 s XLA is 10% slower, and at
+    batch 32 it took more time and memory."""
+    return (waveform.shape.is_fully_defined() and
+            waveform.shape.num_elements() <= self.xla_max_samples and
+            not in_xla_context())
+
+  def plans_fit_weights(self):
+    """Whether the fast mode's plans still fit the weights (a Python bool,
+    True unless the banded computation is in use and the weights have left
+    a plan a traced function follows)."""
+    return self._engine is None or self._engine.plans_fit_weights()
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        'conv': keras.saving.serialize_keras_object(self.conv),
+        'activation': keras.saving.serialize_keras_object(self.activation),
+        'pooling': keras.saving.serialize_keras_object(self.pooling),
+        'implementation': self.implementation,
+        'xla_max_samples': self.xla_max_samples,
+    })
+    return config
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    for key in ('conv', 'activation', 'pooling'):
+      config[key] = keras.saving.deserialize_keras_object(config[key])
+    return cls(**config)
