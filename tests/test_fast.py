@@ -572,3 +572,65 @@ def test_filterbank_layer_settings_are_in_its_config():
   assert not compiles_with_xla(tf.function(reloaded), waveforms)
   assert compiles_with_xla(tf.function(frontend.Leaf(implementation='fast')),
                            waveforms)
+
+
+def _fit_losses(implementation, jit_compile, waveforms, labels):
+  """Per-epoch losses of a few steps of fit of a tiny classifier on Leaf."""
+  keras.utils.set_random_seed(0)
+  inputs = keras.Input(waveforms.shape[1:])
+  features = frontend.Leaf(implementation=implementation)(inputs)
+  logits = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(
+      features))
+  model = keras.Model(inputs, logits)
+  model.compile(keras.optimizers.Adam(1e-2),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                jit_compile=jit_compile)
+  history = model.fit(waveforms, labels, batch_size=2, epochs=3,
+                      shuffle=False, verbose=0)
+  return np.array(history.history['loss'])
+
+
+@pytest.mark.parametrize('implementation', ['conv', 'fast'])
+def test_fit_under_xla_gives_the_losses_of_fit_without(original,
+                                                       implementation):
+  """Model.compile(jit_compile=True) trains both modes (the fast mode's
+  gradient failed to compile: 'ConcatOffset must be a compile-time
+  constant'), with the losses of the same steps without XLA."""
+  waveforms = np.repeat(original['x'][:2, :3200], 2, axis=0)
+  labels = np.array([0, 1, 1, 0])
+  expected = _fit_losses(implementation, False, waveforms, labels)
+  losses = _fit_losses(implementation, True, waveforms, labels)
+  assert expected[-1] < expected[0]  # it learns
+  np.testing.assert_allclose(losses, expected, rtol=1e-3)
+
+
+@pytest.mark.parametrize('implementation', ['conv', 'fast'])
+def test_gradients_under_xla_equal_those_without(original, implementation):
+  """tf.function(jit_compile=True) of outputs and gradients, in the fast
+  mode both while the weights fit the plan and after they left it (the exact
+  fallback's gradient)."""
+  _, fast = leaf_pair('far')
+  leaf = fast if implementation == 'fast' else frontend.Leaf()
+  waveforms = tf.constant(original['x'][:2, :3200])
+  step = projected_gradients_function(leaf, (2, 20, 40))
+  compiled = tf.function(step, jit_compile=True)  # traced, planned once
+  for moved in (False, True):
+    if moved:  # one band four times wider than planned
+      weights = leaf.get_weights()
+      weights[0][20, 1] /= 4.
+      leaf.set_weights(weights)
+    outputs, grads = compiled(waveforms)
+    if moved and implementation == 'fast':
+      assert leaf.fast_plans_outdated()
+    expected, expected_grads = step(waveforms)  # eagerly (plans again)
+    if implementation == 'conv':
+      np.testing.assert_allclose(outputs, expected, rtol=1e-3,
+                                 atol=1e-3 * np.abs(expected).max())
+    else:  # the fast mode's tolerance
+      assert relative_l2(np.asarray(outputs), np.asarray(expected)) < 0.01
+    assert len(grads) == 6
+    for grad, expected_grad in zip(grads, expected_grads):
+      assert cosine(np.asarray(grad), np.asarray(expected_grad)) > 0.99
+      if implementation == 'conv':
+        np.testing.assert_allclose(grad, expected_grad, rtol=1e-3,
+                                   atol=1e-3 * np.abs(expected_grad).max())

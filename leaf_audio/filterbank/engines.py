@@ -79,7 +79,9 @@ class GaborEnergies:
             'shares factors with the stride (e.g. 25 ms and 10 ms at 16 or '
             '48 kHz) makes it fast.', stacklevel=5)
 
-  def _weights(self):
+  def weights(self):
+    """The constrained Gabor kernel [n, 2] and the pooling windows [n, W],
+    float32."""
     kernel = tf.cast(self.gabor_conv.constrained_kernel(), tf.float32)
     # [n, W_pool], the layout the banded formulation reads.
     windows = tf.cast(self.pooling.channel_windows(), tf.float32)
@@ -135,10 +137,11 @@ class GaborEnergies:
     length = waveform.shape[1]
     return None if length is None else -(-length // self.pooling.strides)
 
-  def exact(self, waveform):
+  def exact(self, waveform, weights=None):
     """[batch, time] -> [batch, ceil(time / s), n] pooled energies, exactly
-    (`pooled_energies_fft`)."""
-    kernel, windows = self._weights()
+    (`pooled_energies_fft`), of the layers' weights or of `weights`, a pair
+    as `weights()` returns."""
+    kernel, windows = weights or self.weights()
     return overlap_save.pooled_energies_fft(
         waveform, kernel, tf.transpose(windows), self.gabor_conv.kernel_size,
         self.pooling.strides)
@@ -146,14 +149,14 @@ class GaborEnergies:
   def banded_energies(self, waveform):
     """The same by the banded computation, following the plan for this
     clip length (made, or made again eagerly, from the current weights)."""
-    kernel, windows = self._weights()
+    kernel, windows = self.weights()
     return banded.pooled_energies_banded(waveform, kernel, windows,
                                          self.plan(self._frames(waveform)))
 
   def plan_fits(self, waveform):
     """A scalar bool tensor: whether the weights are within the plan that
     `banded_energies(waveform)` follows."""
-    kernel, windows = self._weights()
+    kernel, windows = self.weights()
     return self.plan(self._frames(waveform)).valid_in_graph(kernel[:, 1],
                                                             windows)
 

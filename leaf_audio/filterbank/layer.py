@@ -173,6 +173,8 @@ class FilterbankEnergies(keras.layers.Layer):
       return postprocess(engine.exact(waveform))
     if tf.executing_eagerly():  # the plan is made again if needed
       return postprocess(engine.banded_energies(waveform))
+    if in_xla_context():
+      return postprocess(self._banded_under_xla(waveform))
     if self._compiles(waveform):
       # A new function at every trace, so that it follows the current plan.
       # The plan check is computed inside, the choice made outside (a
@@ -187,6 +189,35 @@ class FilterbankEnergies(keras.layers.Layer):
       banded_branch = lambda: postprocess(engine.banded_energies(waveform))
     return tf.cond(fits, banded_branch, fallback_branch(
         lambda: postprocess(engine.exact(waveform))))
+
+  def _banded_under_xla(self, waveform):
+    """The fast mode's energies in a function compiled with XLA.
+
+    There the gradient of ops inside a `tf.cond` branch cannot be compiled
+    (TensorFlow passes the shapes they need out of the forward branch, and
+    XLA needs them as constants: "ConcatOffset must be a compile-time
+    constant"). So the banded energies are computed outside the `tf.cond`,
+    which only chooses them or the exact ones, and the exact branch's
+    gradient is computed within its own branch, by computing the exact
+    energies again there.
+    """
+    engine = self._engine
+    weights = engine.weights()
+    banded = engine.banded_energies(waveform)
+
+    @tf.custom_gradient
+    def exact(waveform, kernel, windows):
+      def grad(upstream):
+        with tf.GradientTape() as tape:
+          tape.watch([waveform, kernel, windows])
+          again = engine.exact(waveform, (kernel, windows))
+        return tape.gradient(again, [waveform, kernel, windows],
+                             output_gradients=upstream)
+
+      return engine.exact(waveform, (kernel, windows)), grad
+
+    return tf.cond(engine.plan_fits(waveform), lambda: banded,
+                   lambda: exact(waveform, *weights))
 
   def layer_by_layer(self, waveform):
     """The three layers one after the other, as the original computes them:
