@@ -1,5 +1,7 @@
 # Two entry points for a fresh clone: `make test` and `make demo`.
 # Each creates the project's virtual environment (.venv) on first use.
+# `make test` also runs the backend tests on JAX, in .venv-jax (Keras and JAX
+# without TensorFlow); `make test-torch` runs them on PyTorch in .venv-torch.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -15,8 +17,25 @@ $(VENV)/.installed: requirements.txt setup.py
 
 venv: $(VENV)/.installed
 
-test: venv
+# The layers computed, trained and saved on each backend, against the
+# TensorFlow backend's reference (tests/test_backends.py).
+BACKEND_TESTS := tests/test_backends.py
+
+.venv-%/.installed: requirements-%.txt
+	$(PYTHON) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install --quiet --upgrade pip
+	.venv-$*/bin/python -m pip install --quiet -r requirements-$*.txt
+	touch $@
+
+test: venv test-jax
 	$(PY) -m pytest -q tests
+
+.PHONY: test-jax test-torch
+test-jax: .venv-jax/.installed
+	KERAS_BACKEND=jax .venv-jax/bin/python -m pytest -q $(BACKEND_TESTS)
+
+test-torch: .venv-torch/.installed
+	KERAS_BACKEND=torch .venv-torch/bin/python -m pytest -q $(BACKEND_TESTS)
 
 .PHONY: demo
 demo: venv

@@ -1,12 +1,16 @@
 """The frontends' filtering stage (Section 3.1): convolution layers, and the
-squared modulus of complex responses (Eq. 3)."""
+squared modulus of complex responses (Eq. 3).
+
+The layers run on every Keras backend; the FFT convolutions (`fft_conv1d`,
+`overlap_add_conv1d`, `FFTConv1D`) are written with TensorFlow's signal ops
+and need the TensorFlow backend.
+"""
 
 import math
 
 import gin
 import keras
 from keras import ops
-import tensorflow as tf
 
 from leaf_audio import gabor
 from leaf_audio import impulse_responses
@@ -14,8 +18,21 @@ from leaf_audio import initializers
 from leaf_audio import utils
 
 
+def _tensorflow(what):
+  """The tensorflow module, or a clear error on another Keras backend."""
+  if keras.backend.backend() != 'tensorflow':
+    raise RuntimeError(
+        f'{what} is written with TensorFlow signal ops and needs the '
+        f'TensorFlow backend (KERAS_BACKEND=tensorflow); this process uses '
+        f'{keras.backend.backend()!r}. Use a plain Conv1D (or GaborConv1D) '
+        'there.')
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf
+
+
 def _next_power_of_2(length):
   """Smallest power of 2 >= length, for a scalar int tensor."""
+  tf = _tensorflow('fft_conv1d')
   length = tf.cast(length, tf.float32)
   return tf.cast(2.**tf.math.ceil(tf.math.log(length) / math.log(2.)),
                  tf.int32)
@@ -35,6 +52,7 @@ def fft_conv1d(inputs, filters):
     A pair: the [batch, time, channels] output, and the scalar L1 norm of the
     filters' spectra (used as a frequency-domain regularizer by `FFTConv1D`).
   """
+  tf = _tensorflow('fft_conv1d')
   seq_len = tf.shape(inputs)[1]
   taps = tf.shape(filters)[0]
   fft_len = _next_power_of_2(seq_len + taps - 1)
@@ -65,6 +83,7 @@ def overlap_add_conv1d(inputs, filters, fft_length: int = 4096):
     A [batch, time, channels] tensor equal to `tf.nn.conv1d(inputs, filters,
     1, 'SAME')`.
   """
+  tf = _tensorflow('overlap_add_conv1d')
   taps = filters.shape[0]
   if taps is None or taps >= fft_length:
     raise ValueError(f'overlap_add_conv1d needs a static number of taps below '
@@ -110,6 +129,7 @@ class FFTConv1D(keras.layers.Conv1D):
                        f'dilation_rate={self.dilation_rate}.')
 
   def build(self, input_shape):
+    _tensorflow('FFTConv1D')
     if input_shape[-1] != 1:
       raise ValueError(f'FFTConv1D expects one input channel, got input '
                        f'shape {input_shape}.')
@@ -452,7 +472,8 @@ class SincConv1D(_FilterbankConv1D):
                     self.min_low_hz, self.sample_rate / 2.)
     band_pass = impulse_responses.sinc_filters(
         low[None, :], high[None, :], self.kernel_size, self.sample_rate)
-    return (band_pass * self._window[:, None])[:, None, :]
+    window = ops.convert_to_tensor(self._window)[:, None]
+    return (band_pass * window)[:, None, :]
 
   def get_config(self):
     config = super().get_config()

@@ -21,7 +21,7 @@ import math
 import gin
 import keras
 from keras import ops
-import tensorflow as tf
+import numpy as np
 
 from leaf_audio import convolution
 from leaf_audio import filterbank
@@ -76,9 +76,12 @@ def check_waveform(inputs, layer_name: str):
 
   Raises:
     ValueError: for a wrong rank, several channels, zero samples or an
-      integer dtype, when they are known at call time.
-    tf.errors.InvalidArgumentError: at run time, for NaN or Inf samples or an
-      empty clip whose length was unknown when the graph was built.
+      integer dtype, when they are known at call time; on JAX and PyTorch,
+      for NaN or Inf samples in a concrete (not traced) tensor.
+    tf.errors.InvalidArgumentError: on TensorFlow, at run time, for NaN or
+      Inf samples or an empty clip whose length was unknown when the graph
+      was built. (Inside `jax.jit` the values are not known when the
+      function is traced, and NaN or Inf samples are not reported.)
   """
   shape = tuple(inputs.shape)
   check_waveform_shape(shape, layer_name)
@@ -88,25 +91,33 @@ def check_waveform(inputs, layer_name: str):
         f'{layer_name} expects float waveforms in [-1, 1], got dtype {dtype}; '
         'scale integer PCM first, e.g. x.astype("float32") / 32768 for int16.')
   waveform = inputs[:, :, 0] if len(shape) == 3 else inputs
-  waveform = tf.cast(waveform, tf.float32)
+  waveform = ops.cast(waveform, 'float32')
+  message = (f'{layer_name} received NaN or Inf samples; the waveforms must '
+             'be finite floats in [-1, 1]')
+  if keras.backend.backend() != 'tensorflow':
+    if _is_concrete(waveform) and not bool(ops.all(ops.isfinite(waveform))):
+      raise ValueError(message)
+    return waveform
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if shape[1] is None:
     tf.debugging.assert_positive(
         tf.shape(waveform)[1],
         message=f'{layer_name} expects at least one sample per clip')
   # One vectorized pass (`check_numerics` reads the samples one by one: 7.7
   # against 1.0 ms at 32 x 160000 on 2 CPU cores).
-  finite = tf.debugging.Assert(
-      tf.reduce_all(tf.math.is_finite(waveform)),
-      [f'{layer_name} received NaN or Inf samples; the waveforms must be '
-       'finite floats in [-1, 1]'])
+  finite = tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(waveform)),
+                               [message])
   with tf.control_dependencies([finite]):
     return tf.identity(waveform)
 
 
-def _framed_shape(input_shape, stride, n_filters):
-  """[batch, ceil(time / stride), n_filters]: 'SAME' framing of waveforms."""
-  frames = None if input_shape[1] is None else -(-input_shape[1] // stride)
-  return (input_shape[0], frames, n_filters)
+def _is_concrete(tensor):
+  """Whether `tensor` holds values now (JAX: not a tracer; PyTorch and NumPy
+  run eagerly), so that they can be checked."""
+  if keras.backend.backend() == 'jax':
+    import jax  # pylint: disable=g-import-not-at-top
+    return not isinstance(tensor, jax.core.Tracer)
+  return True
 
 
 def _framed_shape(input_shape, stride, n_filters):
@@ -675,8 +686,9 @@ class SincNetPlus(_SincFrontend):
 class MelFilterbanks(keras.layers.Layer):
   """Log-compressed mel-filterbanks, the baseline frontend.
 
-  STFT (periodic Hann window of W = sample_rate * window_len / 1000 + 1
-  samples, zero-padded at the end, FFT of n_fft points), power spectrum,
+  STFT (the Hann window of `tf.signal.stft`, of W = sample_rate *
+  window_len / 1000 + 1 samples, zero-padded at the end, FFT of n_fft
+  points), power spectrum,
   projection on n_filters triangular mel filters between min_freq and
   max_freq, then compression.
 
@@ -740,14 +752,53 @@ class MelFilterbanks(keras.layers.Layer):
 
   def call(self, inputs):
     waveform = check_waveform(inputs, self.name)
-    stft = tf.signal.stft(waveform, frame_length=self.window_size,
-                          frame_step=self.stride, fft_length=self.n_fft,
-                          pad_end=True)
-    power = tf.math.square(tf.math.abs(stft))
-    mel_energies = ops.matmul(power, self.mel_matrix)
+    mel_energies = ops.matmul(self._power_spectrogram(waveform),
+                              self.mel_matrix)
     if self.compression_fn is None:
       return mel_energies
     return self.compression_fn(mel_energies)
+
+  def _power_spectrogram(self, waveform):
+    """|STFT|^2, [batch, frames, n_fft // 2 + 1].
+
+    Frame k is samples k s .. k s + W - 1 times the periodic Hann window,
+    zero-padded to n_fft points; the clip is zero-padded at the end so that
+    there are ceil(T / s) frames. On TensorFlow, `tf.signal.stft` (any
+    length, known or not when traced); elsewhere `keras.ops.stft` with that
+    window zero-padded to n_fft taps, which frames the same samples.
+    """
+    if keras.backend.backend() == 'tensorflow':
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      stft = tf.signal.stft(waveform, frame_length=self.window_size,
+                            frame_step=self.stride, fft_length=self.n_fft,
+                            pad_end=True)
+      return tf.math.square(tf.math.abs(stft))
+    return self.power_spectrogram_with_ops(waveform)
+
+  def power_spectrogram_with_ops(self, waveform):
+    """`_power_spectrogram` with `keras.ops` only (any backend), for clips
+    of a length known when traced: [batch, time] -> [batch, frames, bins]."""
+    length = waveform.shape[1]
+    frames = -(-length // self.stride)
+    padding = (frames - 1) * self.stride + self.n_fft - length
+    waveform = ops.pad(waveform, [[0, 0], [0, padding]])
+    real, imag = ops.stft(waveform, self.n_fft, self.stride, self.n_fft,
+                          window=self._padded_window, center=False)
+    return ops.square(real) + ops.square(imag)
+
+  @property
+  def _padded_window(self):
+    """The Hann window of `tf.signal.stft`, zero-padded to n_fft taps.
+
+    `tf.signal.hann_window(W, periodic=True)`: 0.5 - 0.5 cos(2 pi n / D),
+    n = 0 .. W - 1, with D = W for an even W but D = W - 1 (the symmetric
+    window) for an odd W such as the 401 taps of 25 ms at 16 kHz.
+    """
+    size = self.window_size
+    period = size if size % 2 == 0 else size - 1
+    hann = (0.5 - 0.5 * np.cos(2. * np.pi * np.arange(size) / period)
+            if size > 1 else np.ones(1))
+    return np.pad(hann, (0, self.n_fft - self.window_size)).astype('float32')
 
   def compute_output_shape(self, input_shape):
     return _framed_shape(input_shape, self.stride, self.n_filters)

@@ -15,16 +15,17 @@ cut off) and the matching of mel filters (`params_from_mel_filters`). The
 layers (`convolution.GaborConv1D`), the mel matching (`melfilters.Gabor`) and
 the fused computations (`leaf_audio.filterbank`) all call it.
 
-The tap formulas are written with `keras.ops`; the band responses, which
-only the TensorFlow fast mode uses, with TensorFlow.
+The tap formulas are written with `keras.ops` (any backend); the band
+responses, which only the TensorFlow fast mode uses, with TensorFlow, which
+is imported there only.
 """
 
 import functools
 import math
 
+import keras
 from keras import ops
 import numpy as np
-import tensorflow as tf
 
 # sqrt(2 ln 2): sigma = SQRT_2_LN_2 / (pi FWHM) for an FWHM in cycles per
 # sample.
@@ -90,6 +91,7 @@ def real_imag(kernel, size: int = 401):
   Returns:
     (a(t) cos(eta t), a(t) sin(eta t)), [n, size] float32 each.
   """
+  kernel = ops.convert_to_tensor(kernel, 'float32')
   t = tap_times(size)[None, :]
   amplitude = envelope(t, kernel[:, 1:2])
   phase = kernel[:, 0:1] * t
@@ -107,14 +109,23 @@ def impulse_response(t, eta, sigma):
   t = ops.convert_to_tensor(t, 'float32')[None, :]
   eta = ops.convert_to_tensor(eta, 'float32')[:, None]
   amplitude = envelope(t, ops.convert_to_tensor(sigma, 'float32')[:, None])
-  return tf.complex(amplitude * ops.cos(eta * t), amplitude * ops.sin(eta * t))
+  return complex_from_parts(amplitude * ops.cos(eta * t),
+                            amplitude * ops.sin(eta * t))
 
 
 def filters(kernel, size: int = 401):
   """The W-tap complex filters of parameters `kernel` [n, 2]: complex64
   [n, size]."""
-  real, imag = real_imag(kernel, size)
-  return tf.complex(real, imag)
+  return complex_from_parts(*real_imag(kernel, size))
+
+
+def complex_from_parts(real, imag):
+  """real + i imag as complex64, on any backend (`keras.ops` has no complex
+  constructor; TensorFlow's `tf.complex` is one op and differentiable)."""
+  if keras.backend.backend() == 'tensorflow':
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    return tf.complex(ops.cast(real, 'float32'), ops.cast(imag, 'float32'))
+  return ops.cast(real, 'complex64') + 1j * ops.cast(imag, 'complex64')
 
 
 def gaussian_response(offset, sigma):
@@ -210,6 +221,7 @@ def band_responses(kernel, first_bin, kernel_size: int, n_fft: int,
   Returns:
     [n, bins] float32.
   """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if kernel_size % 2 != 1:
     raise ValueError(f'band_responses needs an odd number of taps, got '
                      f'{kernel_size}.')

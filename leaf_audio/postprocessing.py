@@ -132,8 +132,9 @@ def _smooth_small(inputs, smooth, initial_state, chunk: int):
     diagonal, 0 above."""
     index = np.arange(size, dtype=np.float32)
     lags = (index[:, None] - index[None, :])[:, :, None]
-    powers = ops.exp(step * np.maximum(lags, 0.) * log_decay)
-    return ops.where(lags >= 0., powers, 0.)
+    powers = ops.exp(
+        ops.convert_to_tensor(step * np.maximum(lags, 0.)) * log_decay)
+    return ops.where(ops.convert_to_tensor(lags >= 0.), powers, 0.)
 
   # Within each chunk, started from 0: [B, n, L, C].
   driven = ops.pad(smooth * inputs,
@@ -144,10 +145,12 @@ def _smooth_small(inputs, smooth, initial_state, chunk: int):
   last = within[:, None, :, -1, :]
   ends = ops.sum(last * decay_powers(chunks, float(chunk)), axis=2)
   initial = initial_state[:, None, :]  # [B, 1, C]
-  chunk_index = np.arange(chunks, dtype=np.float32)[:, None]
+  chunk_index = ops.convert_to_tensor(
+      np.arange(chunks, dtype=np.float32)[:, None])
   ends = ends + ops.exp((chunk_index + 1.) * chunk * log_decay) * initial
   previous = ops.concatenate([initial, ends[:, :-1]], axis=1)
-  step_in_chunk = np.arange(chunk, dtype=np.float32)[:, None]
+  step_in_chunk = ops.convert_to_tensor(
+      np.arange(chunk, dtype=np.float32)[:, None])
   smoothed = within + ops.exp((step_in_chunk + 1.) * log_decay) * (
       previous[:, :, None, :])
   return ops.reshape(smoothed, (batch, chunks * chunk, channels))[:, :frames]

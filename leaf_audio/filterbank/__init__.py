@@ -27,10 +27,13 @@ the output shape are those of the original):
 - `engines`: the fused computations of the layer stacks that have one.
 - `layer`: `FilterbankEnergies`, the Keras layer that owns the three layers
   and chooses how they are computed.
+
+Only `layer` is imported here: it runs on every Keras backend; the other
+modules are TensorFlow's and are imported where they are used.
 """
 
-from leaf_audio.filterbank.engines import IMPLEMENTATIONS
-from leaf_audio.filterbank.engines import check_implementation
+from leaf_audio.filterbank.layer import IMPLEMENTATIONS
+from leaf_audio.filterbank.layer import check_implementation
 from leaf_audio.filterbank.layer import XLA_MAX_SAMPLES
 from leaf_audio.filterbank.layer import FilterbankEnergies
 from leaf_audio.filterbank.layer import fused_engine

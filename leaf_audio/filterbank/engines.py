@@ -22,16 +22,7 @@ import tensorflow as tf
 from leaf_audio.filterbank import banded
 from leaf_audio.filterbank import overlap_save
 from leaf_audio.filterbank import plan as plan_lib
-
-IMPLEMENTATIONS = ('conv', 'fast')
-
-
-def check_implementation(implementation):
-  """Raises a ValueError unless `implementation` is 'conv' or 'fast'."""
-  if implementation not in IMPLEMENTATIONS:
-    raise ValueError(f"implementation must be 'conv' (exact) or 'fast' "
-                     f"(banded), got {implementation!r}.")
-
+from leaf_audio.filterbank.layer import check_implementation
 
 class GaborEnergies:
   """LEAF's Gabor filtering, squared modulus and Gaussian pooling, fused.

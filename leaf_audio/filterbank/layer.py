@@ -4,20 +4,37 @@ The one place that decides how these three layers are computed: fused
 (`engines`) where their types have a fused form, layer by layer elsewhere;
 in the fast mode, banded while the weights fit the plan and exactly (one
 `tf.cond`) when they have left it; and compiled with XLA for small inputs.
+
+The fused computations are TensorFlow's (FFTs, custom gradients, XLA): they
+are imported only on the TensorFlow backend. On JAX and PyTorch the layers
+run one after the other (the original's direct convolution, with
+`keras.ops`), which gives the same outputs.
 """
 
+import warnings
+
 import keras
-import tensorflow as tf
 
 from leaf_audio import convolution
 from leaf_audio import pooling as pooling_lib
 from leaf_audio import utils
-from leaf_audio.filterbank import engines
-from leaf_audio.filterbank.fft_ops import in_xla_context
 
 # Inputs of at most this many samples (batch x time) are compiled with XLA
 # in the fast mode (see `FilterbankEnergies`).
 XLA_MAX_SAMPLES = 2**16
+
+IMPLEMENTATIONS = ('conv', 'fast')
+
+
+def check_implementation(implementation):
+  """Raises a ValueError unless `implementation` is 'conv' or 'fast'."""
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"implementation must be 'conv' (exact) or 'fast' "
+                     f"(banded), got {implementation!r}.")
+
+
+def _on_tensorflow():
+  return keras.backend.backend() == 'tensorflow'
 
 
 def fallback_branch(compute):
@@ -37,6 +54,8 @@ def fallback_branch(compute):
   Returns:
     A function of no arguments, for `tf.cond`'s `false_fn`.
   """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from leaf_audio.filterbank.fft_ops import in_xla_context  # pylint: disable=g-import-not-at-top
   if in_xla_context():
     return compute
   return tf.function(compute, autograph=False,
@@ -54,6 +73,9 @@ def fused_engine(conv, activation, pooling, implementation='conv'):
     an `FFTConv1D`, which adds its spectral loss in its own call),
     `SquaredModulus` and `LearnablePooling1D`: `engines.ConvEnergies`.
 
+  The engines are TensorFlow computations: on another Keras backend there
+  is none (and the fast mode says once that it computes exactly there).
+
   Args:
     conv, activation, pooling: the three layers.
     implementation: 'conv' or 'fast'.
@@ -63,6 +85,15 @@ def fused_engine(conv, activation, pooling, implementation='conv'):
   """
   if not isinstance(activation, convolution.SquaredModulus):
     return None
+  if not _on_tensorflow():
+    if implementation == 'fast':
+      warnings.warn(
+          f"implementation='fast' needs the TensorFlow backend (its banded "
+          f"computation is written with TensorFlow); on "
+          f"{keras.backend.backend()!r} the filterbank is computed exactly, "
+          "layer by layer, with the same outputs.", stacklevel=4)
+    return None
+  from leaf_audio.filterbank import engines  # pylint: disable=g-import-not-at-top
   if (isinstance(conv, convolution.GaborConv1D) and
       isinstance(pooling, pooling_lib.GaussianLowpass) and
       conv.strides == 1 and conv.padding == 'same' and not conv.use_bias and
@@ -126,7 +157,7 @@ class FilterbankEnergies(keras.layers.Layer):
                xla_max_samples=XLA_MAX_SAMPLES, name='filterbank_energies',
                **kwargs):
     super().__init__(name=name, **kwargs)
-    engines.check_implementation(implementation)
+    check_implementation(implementation)
     if (not isinstance(xla_max_samples, int) or
         isinstance(xla_max_samples, bool) or xla_max_samples < 0):
       raise ValueError(f'xla_max_samples must be a number of samples >= 0 '
@@ -171,6 +202,7 @@ class FilterbankEnergies(keras.layers.Layer):
       return postprocess(self.layer_by_layer(waveform))
     if not engine.banded:
       return postprocess(engine.exact(waveform))
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     if tf.executing_eagerly():  # the plan is made again if needed
       return postprocess(engine.banded_energies(waveform))
     if in_xla_context():
@@ -233,6 +265,7 @@ class FilterbankEnergies(keras.layers.Layer):
     one XLA computation is 1.4x faster (batch 1 x 1 s: 2.6x mel's time down
     to 1.8x, on 2 CPU cores); at batch 1 x 10 s XLA is 10% slower, and at
     batch 32 it took more time and memory."""
+    from leaf_audio.filterbank.fft_ops import in_xla_context  # pylint: disable=g-import-not-at-top
     return (waveform.shape.is_fully_defined() and
             waveform.shape.num_elements() <= self.xla_max_samples and
             not in_xla_context())
