@@ -202,7 +202,9 @@ class FilterbankEnergies(keras.layers.Layer):
       return postprocess(self.layer_by_layer(waveform))
     if not engine.banded:
       return postprocess(engine.exact(waveform))
+    # Engines exist on the TensorFlow backend only (`fused_engine`).
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from leaf_audio.filterbank.fft_ops import in_xla_context  # pylint: disable=g-import-not-at-top
     if tf.executing_eagerly():  # the plan is made again if needed
       return postprocess(engine.banded_energies(waveform))
     if in_xla_context():
@@ -233,6 +235,7 @@ class FilterbankEnergies(keras.layers.Layer):
     gradient is computed within its own branch, by computing the exact
     energies again there.
     """
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     engine = self._engine
     weights = engine.weights()
     banded = engine.banded_energies(waveform)
