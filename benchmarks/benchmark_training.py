@@ -1,0 +1,173 @@
+"""Training speed of each frontend in the recipe, as ratios to mel.
+
+    .venv/bin/python benchmarks/benchmark_training.py
+    .venv/bin/python benchmarks/benchmark_training.py --encoders convnet \
+        --rounds 5
+
+Prints one Markdown table: for each encoder (the paper's EfficientNetB0, and
+the demo's small ConvNet of configs/demo.gin) and each frontend, the
+examples per second of the training step (`Model.train_on_batch` on a batch
+of 32 one-second clips held in memory, Adam, one linear head of 10
+classes), the wall time of one epoch of `Model.fit` over the bundled
+corpus's keyword training clips (200 clips of 1 s, decoded once into
+memory, batch 32), and their ratios to mel-filterbanks in the same run.
+
+How it measures: each encoder runs in a process of its own, every frontend
+built, compiled and warmed up (two steps and one epoch) first; then the
+frontends are timed in interleaved rounds (each does `--steps` steps, then
+one epoch, per round), and each entry is the median over the rounds, so that
+a machine shared with other work slows them alike.
+"""
+
+import argparse
+import glob
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import keras  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+import soundfile  # pylint: disable=g-import-not-at-top
+
+from leaf_audio import frontend  # pylint: disable=g-import-not-at-top
+from leaf_audio import models  # pylint: disable=g-import-not-at-top
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEYWORDS = os.path.join(REPO, 'data', 'demo_corpus', 'keywords', 'train')
+BATCH = 32
+CLASSES = 10
+
+FRONTENDS = {
+    'Mel': frontend.MelFilterbanks,
+    'LEAF conv (default)': lambda: frontend.Leaf(implementation='conv'),
+    'LEAF fast': lambda: frontend.Leaf(implementation='fast'),
+    'SincNet': frontend.SincNet,
+    'SincNet+': frontend.SincNetPlus,
+    'TD-fbanks': frontend.TimeDomainFilterbanks,
+}
+
+
+def _demo_convnet():
+  """configs/demo.gin's encoder: four blocks of 32-128 filters, no batch
+  normalization, dropout 0.1."""
+  return models.ConvNet(filters=(32, 64, 128, 128), normalization_layer=None,
+                        dropout=0.1)
+
+
+ENCODERS = {
+    'efficientnet': ('EfficientNetB0', models.EfficientNetEncoder),
+    'convnet': ('ConvNet (demo)', _demo_convnet),
+}
+
+
+def keyword_clips():
+  """The bundled keyword training clips: float32 [clips, 16000], labels."""
+  folders = sorted(os.path.join(KEYWORDS, d) for d in os.listdir(KEYWORDS))
+  clips, labels = [], []
+  for label, folder in enumerate(folders):
+    for path in sorted(glob.glob(os.path.join(folder, '*.wav'))):
+      audio, _ = soundfile.read(path, dtype='float32')
+      clips.append(np.pad(audio, (0, max(16000 - len(audio), 0)))[:16000])
+      labels.append(label)
+  return np.stack(clips), np.array(labels, 'int32')
+
+
+def _model(frontend_name, encoder_name):
+  model = models.AudioClassifier(CLASSES,
+                                 frontend=FRONTENDS[frontend_name](),
+                                 encoder=ENCODERS[encoder_name][1]())
+  model.compile(optimizer=keras.optimizers.Adam(1e-4),
+                loss=keras.losses.SparseCategoricalCrossentropy(
+                    from_logits=True))
+  return model
+
+
+def measure(encoder_name, names, rounds, steps):
+  """{frontend: (examples per second of a step, epoch seconds)}."""
+  clips, labels = keyword_clips()
+  x, y = clips[:BATCH], labels[:BATCH]
+  fitted = {}
+  for name in names:
+    model = _model(name, encoder_name)
+    for _ in range(2):
+      model.train_on_batch(x, y)
+    model.fit(clips, labels, batch_size=BATCH, epochs=1, verbose=0)
+    fitted[name] = model
+  rates = {name: [] for name in names}
+  epochs = {name: [] for name in names}
+  for _ in range(rounds):
+    for name in names:
+      model = fitted[name]
+      start = time.perf_counter()
+      for _ in range(steps):
+        model.train_on_batch(x, y)
+      rates[name].append(steps * BATCH / (time.perf_counter() - start))
+      start = time.perf_counter()
+      model.fit(clips, labels, batch_size=BATCH, epochs=1, verbose=0)
+      epochs[name].append(time.perf_counter() - start)
+  return {name: (statistics.median(rates[name]),
+                 statistics.median(epochs[name])) for name in names}
+
+
+def _cpu_name():
+  try:
+    with open('/proc/cpuinfo') as cpuinfo:
+      for line in cpuinfo:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--encoders', nargs='+', default=list(ENCODERS),
+                      choices=list(ENCODERS))
+  parser.add_argument('--frontends', nargs='+', default=list(FRONTENDS),
+                      choices=list(FRONTENDS))
+  parser.add_argument('--rounds', type=int, default=5,
+                      help='interleaved timing rounds (median reported)')
+  parser.add_argument('--steps', type=int, default=5,
+                      help='training steps timed per round')
+  parser.add_argument('--worker', action='store_true',
+                      help=argparse.SUPPRESS)  # one encoder, JSON out
+  args = parser.parse_args()
+  names = ['Mel'] + [n for n in args.frontends if n != 'Mel']
+  if args.worker:
+    print(json.dumps(measure(args.encoders[0], names, args.rounds,
+                             args.steps)))
+    return
+  print(f'Machine: {_cpu_name()}, {os.cpu_count()} CPU cores visible, '
+        f'Keras {keras.__version__}, load average '
+        f'{os.getloadavg()[0]:.1f} at start.\n')
+  print('| encoder | frontend | step examples/s | epoch s | step time / mel '
+        '| epoch / mel |')
+  print('| --- | --- | ---: | ---: | ---: | ---: |')
+  for encoder in args.encoders:
+    command = [sys.executable, os.path.abspath(__file__), '--worker',
+               '--encoders', encoder, '--rounds', str(args.rounds),
+               '--steps', str(args.steps), '--frontends', *names]
+    done = subprocess.run(command, capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+      raise RuntimeError(f'The benchmark of {encoder} failed:\n'
+                         f'{done.stderr[-3000:]}')
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    mel_rate, mel_epoch = results['Mel']
+    for name in names:
+      rate, epoch = results[name]
+      print(f'| {ENCODERS[encoder][0]} | {name} | {rate:.1f} | {epoch:.2f} | '
+            f'{mel_rate / rate:.2f}x | {epoch / mel_epoch:.2f}x |',
+            flush=True)
+  print(f'\nLoad average {os.getloadavg()[0]:.1f} at the end.')
+
+
+if __name__ == '__main__':
+  main()
