@@ -45,6 +45,10 @@ import sys
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# TensorFlow keeps CPU allocator statistics (and lets them be reset) only
+# with its BFC allocator; without it the peak-memory column cannot be read
+# ("Cannot reset memory stats for device 'CPU:0'").
+os.environ.setdefault('TF_CPU_ALLOCATOR_USE_BFC', 'true')
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
