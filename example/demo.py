@@ -23,10 +23,12 @@ from typing import Dict, List, Sequence, Tuple
 from absl import app
 import gin
 
-from example import callbacks
-from example import main as main_lib
+from . import callbacks
+from . import config_files
+from . import main as main_lib
 
-REPO_ROOT = main_lib.REPO_ROOT
+# The demo reads data/demo_corpus and writes runs/ in the repository.
+REPO_ROOT = os.path.dirname(config_files.configs_dir())
 # (frontend name, gin config), trained in this order.
 FRONTENDS = (('LEAF', 'configs/demo.gin'), ('mel', 'configs/demo_mel.gin'))
 SUMMARY_PATH = os.path.join('runs', 'demo', 'summary.md')
@@ -84,7 +86,7 @@ def train(config: str) -> float:
   env = dict(os.environ)
   env.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
   start = time.monotonic()
-  subprocess.run([sys.executable, '-m', 'example.main',
+  subprocess.run([sys.executable, '-m', f'{__package__}.main',
                   f'--gin_config={config}'], cwd=REPO_ROOT, env=env,
                  check=True)
   return time.monotonic() - start

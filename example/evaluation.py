@@ -12,9 +12,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from example import data
-from example import metrics
-from example import tasks as tasks_lib
+from . import data
+from . import metrics
+from . import tasks as tasks_lib
 
 
 def clip_logits_fn(model: keras.Model, transform_fns: Sequence[Callable],

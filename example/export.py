@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Sequence
 import keras
 import tensorflow as tf
 
-from example import evaluation
+from . import evaluation
 
 
 def export(model: keras.Model, export_dir: str,

@@ -23,7 +23,7 @@ import gin
 import numpy as np
 import tensorflow_datasets as tfds
 
-from example import audio_io
+from . import audio_io
 
 SPLITS = ('train', 'validation', 'test')
 SAMPLE_RATE = 16000

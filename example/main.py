@@ -1,20 +1,20 @@
-"""Command line: `python -m example.main --gin_config=configs/leaf.gin`.
+"""Command line: `leaf-audio-train --gin_config=leaf` (installed), or
+`python -m example.main --gin_config=configs/leaf.gin` in the repository.
 
-Both flags repeat. Config files are found relative to the current folder or
-to the repository root (so `include 'configs/common.gin'` works anywhere).
-A bad config file or binding stops the program before any data is read,
-with gin's message.
+Both flags repeat. A config is a path or a bundled config's name, and an
+include inside a config is found relative to the including file (see
+`config_files`), from any folder. A bad or missing config file or binding
+stops the program before any data is read, with a message naming it.
 """
 
-import os
 import sys
 from typing import Sequence
 
 from absl import app
 from absl import flags
-import gin
 
-from example import train
+from . import config_files
+from . import train
 
 flags.DEFINE_multi_string('gin_config', [], 'Gin config file(s), in order.')
 flags.DEFINE_multi_string('gin_bindings', [],
@@ -22,14 +22,13 @@ flags.DEFINE_multi_string('gin_bindings', [],
                           "e.g. \"train.workdir = '/tmp/run'\".")
 FLAGS = flags.FLAGS
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def parse_config(config_files: Sequence[str], bindings: Sequence[str]) -> None:
-  """Parses gin files then bindings; exits with gin's message on error."""
-  gin.add_config_file_search_path(REPO_ROOT)
+def parse_config(files: Sequence[str], bindings: Sequence[str]) -> None:
+  """Parses gin files (paths or bundled names) then bindings; exits with
+  the parser's message (naming the file) on error."""
   try:
-    gin.parse_config_files_and_bindings(config_files, bindings)
+    config_files.parse(files, bindings)
   except Exception as e:  # pylint: disable=broad-except
     sys.exit(f'Invalid gin configuration: {e}')
 
@@ -41,5 +40,10 @@ def main(argv: Sequence[str]) -> None:
   train.train()
 
 
-if __name__ == '__main__':
+def run() -> None:
+  """Entry point of the `leaf-audio-train` console script."""
   app.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from example import folder_dataset
+from . import folder_dataset
 
 EVAL_SPLIT_NAMES = ('validation', 'valid', 'dev', 'eval')
 HOLDOUT_PERCENT = 10  # Share of train carved out for a split a dataset lacks.

@@ -18,10 +18,10 @@ from absl import flags
 import gin
 import tensorflow as tf
 
-from example import data
-from example import main as main_lib
-from example import tasks as tasks_lib
-from example import train as train_lib
+from . import data
+from . import main as main_lib
+from . import tasks as tasks_lib
+from . import train as train_lib
 
 flags.DEFINE_integer('batches', 30, 'Batches timed for each measurement.')
 FLAGS = flags.FLAGS

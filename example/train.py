@@ -23,11 +23,11 @@ import gin
 import keras
 import tensorflow as tf
 
-from example import callbacks
-from example import data
-from example import evaluation
-from example import export
-from example import tasks as tasks_lib
+from . import callbacks
+from . import data
+from . import evaluation
+from . import export
+from . import tasks as tasks_lib
 from leaf_audio import callbacks as leaf_callbacks
 from leaf_audio import models
 
