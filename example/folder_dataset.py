@@ -170,7 +170,8 @@ class AudioFolder(tfds.core.GeneratorBasedBuilder):
     self._class_names, self._assigned = scan(self._root, validation_fraction,
                                              test_fraction)
     slug = re.sub(r'[^a-z0-9]+', '_', task_name(root).lower()).strip('_')
-    key = _fingerprint(self._assigned, f'{resample}')
+    # The decoder's name: clips prepared by another decoder are prepared anew.
+    key = _fingerprint(self._assigned, f'{resample}/soundfile+soxr')
     config = tfds.core.BuilderConfig(name=f'{slug or "folder"}_{key}',
                                      description=f'audio clips of {root}')
     super().__init__(config=config, **kwargs)
@@ -184,48 +185,61 @@ class AudioFolder(tfds.core.GeneratorBasedBuilder):
             'path': tfds.features.Text(),
         }),
         supervised_keys=('audio', 'label'),
-        metadata=tfds.core.MetadataDict(root=self._root, skipped={}),
+        metadata=tfds.core.MetadataDict(root=self._root, skipped={},
+                                       rescaled={}),
     )
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download.
     return {split: self._generate_examples(split) for split in SPLITS}
 
-  def _decode(self, path: str) -> np.ndarray:
-    """One file as int16 samples at 16 kHz.
+  def _decode(self, path: str) -> Tuple[np.ndarray, float]:
+    """One file as int16 samples at 16 kHz, and its peak before scaling.
+
+    Float clips louder than [-1, 1] are scaled into range (`fit_range`), not
+    clipped; the returned peak says so (> 1).
 
     Raises:
-      audio_io.UnreadableAudioError: not decodable audio.
+      audio_io.UnreadableAudioError: not decodable, truncated, NaN or Inf.
       ValueError: another sample rate while resampling is off.
     """
     samples, rate = audio_io.read_audio(path)
     if samples.size == 0:
       raise audio_io.UnreadableAudioError('no samples')
+    if rate != SAMPLE_RATE and not self._resample:
+      raise ValueError(f'{path} is sampled at {rate} Hz, expected '
+                       f'{SAMPLE_RATE} Hz; convert it, or let the folder '
+                       'be resampled (load_folder.resample = True)')
+    samples, peak = audio_io.fit_range(samples)
     if rate != SAMPLE_RATE:
-      if not self._resample:
-        raise ValueError(f'{path} is sampled at {rate} Hz, expected '
-                         f'{SAMPLE_RATE} Hz; convert it, or let the folder '
-                         'be resampled (load_folder.resample = True)')
       samples = audio_io.resample(samples, rate, SAMPLE_RATE)
-    return np.round(np.clip(samples, -1., 1.) * 32767.).astype(np.int16)
+    # The resampler may overshoot full scale by a hair.
+    return np.round(np.clip(samples, -1., 1.) * 32767.).astype(np.int16), peak
 
   def _generate_examples(self, split: str):
-    """Yields (key, example) for the split, skipping unreadable files."""
-    skipped = []
+    """Yields (key, example) for the split, skipping unreadable files and
+    scaling float clips beyond [-1, 1] into range, each with a warning."""
+    skipped, rescaled = [], []
     for path, name in self._assigned[split]:
       try:
-        audio = self._decode(path)
+        audio, peak = self._decode(path)
       except audio_io.UnreadableAudioError as e:
         logging.warning('Skipping unreadable audio file %s: %s', path, e)
         skipped.append(path)
         continue
+      if peak > 1.:
+        logging.warning('Audio file %s: float samples reach %.4g, beyond '
+                        '[-1, 1]; the clip is scaled by 1/%.4g.', path, peak,
+                        peak)
+        rescaled.append(path)
       relative = os.path.relpath(path, self._root)
       yield relative, {'audio': audio, 'label': name, 'path': relative}
     self.info.metadata['skipped'][split] = skipped
-    if skipped:
-      logging.warning('%s split of %s: skipped %d unreadable file(s) of %d.',
-                      split, self._root, len(skipped),
-                      len(self._assigned[split]))
+    self.info.metadata['rescaled'][split] = rescaled
+    if skipped or rescaled:
+      logging.warning('%s split of %s: skipped %d unreadable file(s) and '
+                      'rescaled %d of %d.', split, self._root, len(skipped),
+                      len(rescaled), len(self._assigned[split]))
 
 
 @gin.configurable(denylist=['root', 'data_dir'])
@@ -242,8 +256,10 @@ def load_folder(root: str, data_dir: str, resample: bool = True,
     test_fraction: held-out share when there is no test/ folder.
 
   Returns:
-    the prepared builder; `as_dataset(split=...)` streams its examples, and
-    `info.metadata['skipped']` lists the unreadable files per split.
+    the prepared builder; `as_dataset(split=...)` streams its examples,
+    `info.metadata['skipped']` lists the unreadable files (not decodable,
+    truncated, NaN or Inf samples) per split and `info.metadata['rescaled']`
+    the float clips scaled into [-1, 1].
   """
   builder = AudioFolder(root=root, resample=resample,
                         validation_fraction=validation_fraction,
@@ -251,8 +267,20 @@ def load_folder(root: str, data_dir: str, resample: bool = True,
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(
           compute_stats=tfds.download.ComputeStatsMode.SKIP))
-  skipped = sum(len(v) for v in builder.info.metadata['skipped'].values())
-  if skipped:
-    logging.warning('%s: %d unreadable file(s) skipped: %s', root, skipped,
-                    builder.info.metadata['skipped'])
+  summary = folder_summary(builder)
+  if summary:
+    logging.warning('%s: %s', root, summary)
   return builder
+
+
+def folder_summary(builder: AudioFolder) -> str:
+  """What preparing the folder skipped or repaired, e.g. '2 unreadable
+  file(s) skipped: [...]; 1 float clip(s) beyond [-1, 1] rescaled: [...]',
+  or '' when every file was read as it is."""
+  parts = []
+  for key, what in (('skipped', 'unreadable file(s) skipped'),
+                    ('rescaled', 'float clip(s) beyond [-1, 1] rescaled')):
+    files = [p for v in builder.info.metadata.get(key, {}).values() for p in v]
+    if files:
+      parts.append(f'{len(files)} {what}: {files}')
+  return '; '.join(parts)
