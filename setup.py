@@ -49,6 +49,7 @@ setuptools.setup(
     entry_points={
         'console_scripts': [
             f'leaf-audio-train={PROGRAM}.main:run',
+            f'leaf-audio-export-tflite={PROGRAM}.export_tflite:run',
         ],
     },
     license='Apache-2.0',
