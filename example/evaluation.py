@@ -66,7 +66,11 @@ def task_logits(model: keras.Model, split: tf.data.Dataset, num_classes: int,
       'audio': ex['audio'], 'label': data.encode_label(ex['label'],
                                                        num_classes)})
   stream = data.window_stream(encoded, transform_fns).batch(batch_size)
-  predict = tf.function(lambda x: model(x, training=False)[task])
+  # One trace for every batch size (the last batch is smaller), so that
+  # evaluating a few tasks does not trigger TensorFlow's retracing warning.
+  predict = tf.function(lambda x: model(x, training=False)[task],
+                        input_signature=[tf.TensorSpec([None, data.WINDOW],
+                                                       tf.float32)])
   logits, index, targets = [], [], []
   for frames, clip, label in stream:
     logits.append(predict(frames).numpy())

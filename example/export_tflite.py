@@ -30,9 +30,12 @@ accuracy is reported.
 import json
 import os
 import sys
-import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+# TensorFlow's C++ INFO lines (see console.py): set before it is imported.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 from absl import logging
@@ -42,12 +45,14 @@ import numpy as np
 import tensorflow as tf
 
 from . import audio_io
+from . import console
 from . import data
 from . import evaluation
 from . import train as train_lib  # Registers the program's configurables.
 from leaf_audio import frontend as frontend_lib
 from leaf_audio import models
 from leaf_audio import tflite
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 del train_lib  # Imported for its gin registrations only.
 
@@ -374,6 +379,7 @@ def format_report(report: Dict) -> str:
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  console.quiet_logs()
   try:
     report = export(FLAGS.workdir, FLAGS.frontend, FLAGS.output_dir,
                     FLAGS.seconds, FLAGS.quantizations, FLAGS.check_dir,

@@ -7,21 +7,27 @@ include inside a config is found relative to the including file (see
 stops the program before any data is read, with a message naming it.
 """
 
+import os
 import sys
 from typing import Sequence
 
+# TensorFlow's C++ INFO lines (see console.py): set before it is imported.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 
 from . import config_files
+from . import console
 from . import train
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 flags.DEFINE_multi_string('gin_config', [], 'Gin config file(s), in order.')
 flags.DEFINE_multi_string('gin_bindings', [],
                           'Gin binding(s), applied after the config files, '
                           "e.g. \"train.workdir = '/tmp/run'\".")
 FLAGS = flags.FLAGS
-
 
 
 def parse_config(files: Sequence[str], bindings: Sequence[str]) -> None:
@@ -36,8 +42,10 @@ def parse_config(files: Sequence[str], bindings: Sequence[str]) -> None:
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  console.quiet_logs()
   parse_config(FLAGS.gin_config, FLAGS.gin_bindings)
-  train.train()
+  results = train.train()
+  print(f'\nTest metrics against chance:\n{console.results_table(results)}')
 
 
 def run() -> None:
