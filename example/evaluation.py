@@ -70,7 +70,8 @@ def task_logits(model: keras.Model, split: tf.data.Dataset, num_classes: int,
   # evaluating a few tasks does not trigger TensorFlow's retracing warning.
   predict = tf.function(lambda x: model(x, training=False)[task],
                         input_signature=[tf.TensorSpec([None, data.WINDOW],
-                                                       tf.float32)])
+                                                       tf.float32)],
+                        autograph=False)
   logits, index, targets = [], [], []
   for frames, clip, label in stream:
     logits.append(predict(frames).numpy())

@@ -161,8 +161,7 @@ class BuiltinOpsFrontend(keras.layers.Layer):
 
 
 def to_tflite(fn: Callable, input_shape: Sequence[int],
-              quantization: Optional[str] = None,
-              representative_clips: Optional[np.ndarray] = None) -> bytes:
+              quantization: Optional[str] = None) -> bytes:
   """Converts `fn(waveforms)` to a TensorFlow Lite flatbuffer, builtins only.
 
   Args:
@@ -172,7 +171,6 @@ def to_tflite(fn: Callable, input_shape: Sequence[int],
     input_shape: the static input shape, e.g. (1, 16000).
     quantization: None (float32), 'float16' (weights stored in float16) or
       'dynamic_int8' (weights in int8, activations quantized at run time).
-    representative_clips: unused unless a full-integer mode is added.
 
   Returns:
     the .tflite model bytes.
@@ -181,7 +179,6 @@ def to_tflite(fn: Callable, input_shape: Sequence[int],
     ValueError: an unknown quantization.
     tf.lite conversion errors naming the ops without a builtin kernel.
   """
-  del representative_clips
   if quantization not in QUANTIZATIONS:
     raise ValueError(f'quantization must be one of {QUANTIZATIONS}, got '
                      f'{quantization!r}')
