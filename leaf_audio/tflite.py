@@ -89,8 +89,9 @@ def _pcen_builtin(pcen: postprocessing.PCENLayer, inputs):
 class BuiltinOpsFrontend(keras.layers.Layer):
   """A trained frontend's features from TensorFlow Lite builtin ops only.
 
-  Shares the wrapped frontend's weights (nothing is copied): `Leaf` and its
-  subclasses (`TimeDomainFilterbanks`, `SincNet`, `SincNetPlus`) are computed
+  Shares the wrapped frontend's weights (nothing is copied): the learnable
+  frontends (`Leaf`, `TimeDomainFilterbanks`, `SincNet`, `SincNetPlus`: every
+  `LearnableFrontend`) are computed
   as described in the module docstring, in inference mode (no SpecAugment);
   `MelFilterbanks` and any other layer are called as they are.
 
@@ -120,7 +121,7 @@ class BuiltinOpsFrontend(keras.layers.Layer):
 
   def call(self, inputs):
     f = self.frontend
-    if not isinstance(f, frontend_lib.Leaf):
+    if not isinstance(f, frontend_lib.LearnableFrontend):
       return f(inputs)
     x = ops.reshape(ops.cast(inputs, 'float32'), (-1, inputs.shape[1], 1))
     if f._preemp_conv is not None:  # pylint: disable=protected-access
