@@ -751,12 +751,15 @@ class MelFilterbanks(keras.layers.Layer):
     check_waveform_shape(input_shape, self.name)
 
   def call(self, inputs):
+    # The STFT and the log run in float32 (check_waveform casts); the
+    # features follow the dtype policy (float16 under mixed_float16), as the
+    # other frontends' do.
     waveform = check_waveform(inputs, self.name)
     mel_energies = ops.matmul(self._power_spectrogram(waveform),
                               self.mel_matrix)
-    if self.compression_fn is None:
-      return mel_energies
-    return self.compression_fn(mel_energies)
+    if self.compression_fn is not None:
+      mel_energies = self.compression_fn(mel_energies)
+    return ops.cast(mel_energies, self.compute_dtype)
 
   def _power_spectrogram(self, waveform):
     """|STFT|^2, [batch, frames, n_fft // 2 + 1].
