@@ -22,7 +22,8 @@ setuptools.setup(
     packages=(setuptools.find_packages(include=['leaf_audio', 'leaf_audio.*'])
               + [PROGRAM, f'{PROGRAM}.configs']),
     package_dir={PROGRAM: 'example', f'{PROGRAM}.configs': 'configs'},
-    package_data={f'{PROGRAM}.configs': ['*.gin']},
+    # Configs in subfolders too (e.g. configs/ssl/*.gin).
+    package_data={f'{PROGRAM}.configs': ['*.gin', '**/*.gin']},
     # keras 3.15 and numpy 2.4 need Python 3.11.
     python_requires='>=3.11',
     install_requires=[

@@ -71,9 +71,13 @@ def test_wheel_holds_the_program_and_configs_under_a_namespaced_name(
     names = z.namelist()
   top = {n.split('/')[0] for n in names if '.dist-info/' not in n}
   assert top == {'leaf_audio', 'leaf_audio_example'}
-  configs = sorted(os.path.basename(n) for n in names
-                   if n.startswith('leaf_audio_example/configs/'))
-  assert configs == sorted(os.listdir(os.path.join(REPO, 'configs')))
+  prefix = 'leaf_audio_example/configs/'
+  configs = sorted(n[len(prefix):] for n in names if n.startswith(prefix))
+  root = os.path.join(REPO, 'configs')
+  assert configs == sorted(
+      os.path.relpath(os.path.join(parent, f), root)
+      for parent, _, files in os.walk(root) for f in files
+      if f.endswith('.gin'))
   entry_points = next(n for n in names if n.endswith('entry_points.txt'))
   with zipfile.ZipFile(wheel) as z:
     text = z.read(entry_points).decode()
