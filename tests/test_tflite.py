@@ -136,3 +136,12 @@ def test_export_program_on_a_trained_workdir(tmp_path):
   assert export_tflite.relative_error(got, want) < 1e-4
   with pytest.raises(FileNotFoundError, match='best.weights.h5'):
     export_tflite.export(str(tmp_path), None, None)
+  # A frontend alone, checked on every clip under a folder.
+  mel_dir = str(tmp_path / 'mel')
+  report = export_tflite.export(None, 'MelFilterbanks', mel_dir,
+                                quantizations=(),
+                                check_dir=str(tmp_path / 'tones' / 'test'))
+  assert sorted(os.listdir(mel_dir)) == ['frontend.tflite', 'report.json']
+  assert report['frontend.tflite']['max_relative_error'] < 1e-4
+  with pytest.raises(ValueError, match='either --workdir'):
+    export_tflite.export(workdir, 'Leaf', None)
