@@ -114,6 +114,33 @@ class BestCheckpoint(keras.callbacks.Callback):
       self.best = score
 
 
+class RealExampleLoss(keras.callbacks.Callback):
+  """Makes the validation losses the mean over real examples only.
+
+  Validation batches are padded to the full batch size with rows of weight
+  0. Keras reduces each batch's loss as sum_i(w_i * l_i) / batch_size and
+  averages batches weighted by their size, so its `val_loss` is
+  sum(w * l) / rows, padding rows included (0.41 instead of 1.10 at chance
+  on 3 classes). This callback, placed first, rescales it to
+  sum(w * l) / real rows, and each task's `val_<task>_loss` to the mean over
+  that task's own rows, before any other callback reads the logs.
+  """
+
+  def __init__(self, counts: Dict[str, float], task_names: Sequence[str]):
+    """Args: `counts` from `train.count_validation`; the task names."""
+    super().__init__()
+    self._scales = {'val_loss': counts['rows'] / max(counts['real'], 1.)}
+    if len(task_names) > 1:
+      for name in task_names:
+        self._scales[f'val_{name}_loss'] = counts['rows'] / max(
+            counts[f'real/{name}'], 1.)
+
+  def on_epoch_end(self, epoch: int, logs=None) -> None:
+    for key, scale in self._scales.items():
+      if logs is not None and key in logs:
+        logs[key] = float(logs[key]) * scale
+
+
 class ScalarSummaries(keras.callbacks.Callback):
   """Writes every epoch's logs as TensorBoard scalars (train/ and val/).
 

@@ -117,7 +117,34 @@ def _steps_per_epoch(train_splits: Sequence[tf.data.Dataset],
   return max(1, math.ceil(sum(sizes) / batch_size))
 
 
-def with_counted_batches(dataset: tf.data.Dataset) -> tf.data.Dataset:
+def count_validation(dataset: tf.data.Dataset) -> Dict[str, float]:
+  """One pass over validation batches (x, targets, weights): what they hold.
+
+  Returns:
+    {'batches': number of batches, 'rows': rows in all (padding included),
+    'real': rows of weight > 0 over all tasks, and per task name
+    'real/<task>': rows of weight > 0 on that task's head}.
+  """
+  def add(totals, batch):
+    x, _, weights = batch
+    counts = {'batches': tf.constant(1., tf.float64),
+              'rows': tf.cast(tf.shape(x)[0], tf.float64)}
+    real = tf.zeros([tf.shape(x)[0]], tf.bool)
+    for name, w in weights.items():
+      counts[f'real/{name}'] = tf.reduce_sum(tf.cast(w > 0, tf.float64))
+      real = real | (w > 0)
+    counts['real'] = tf.reduce_sum(tf.cast(real, tf.float64))
+    return {k: totals[k] + v for k, v in counts.items()}
+
+  x_spec, _, w_spec = dataset.element_spec
+  zero = tf.constant(0., tf.float64)
+  totals = {'batches': zero, 'rows': zero, 'real': zero}
+  totals.update({f'real/{name}': zero for name in w_spec})
+  return {k: float(v) for k, v in dataset.reduce(totals, add).items()}
+
+
+def with_counted_batches(dataset: tf.data.Dataset,
+                         count: Optional[int] = None) -> tf.data.Dataset:
   """`dataset` with its number of batches counted (one pass) and declared.
 
   Keras then ends each validation pass after the last batch instead of
@@ -126,8 +153,13 @@ def with_counted_batches(dataset: tf.data.Dataset) -> tf.data.Dataset:
   losses into AccumulateNV2, backed by a per-step temporary variable) it can
   leave that variable behind, so that the next training step fails with
   ALREADY_EXISTS (seen with multi-task LEAF at the start of epoch 2).
+
+  Args:
+    dataset: a finite dataset.
+    count: its number of batches when already known (no pass then).
   """
-  count = int(dataset.reduce(0, lambda count, _: count + 1))
+  if count is None:
+    count = int(dataset.reduce(0, lambda count, _: count + 1))
   return dataset.apply(tf.data.experimental.assert_cardinality(count))
 
 
@@ -209,12 +241,15 @@ def train(workdir: str = '/tmp/leaf_audio',
              [f'val_{name}_{metric_name}' for name in num_classes])
   best = callbacks.BestCheckpoint(workdir, monitor)
   if initial_epoch < num_epochs:
+    counts = count_validation(streams['eval'])
     model.fit(streams['train'],
-              validation_data=with_counted_batches(streams['eval']),
+              validation_data=with_counted_batches(streams['eval'],
+                                                   int(counts['batches'])),
               epochs=num_epochs, initial_epoch=initial_epoch,
               steps_per_epoch=steps_per_epoch, verbose=verbose,
               shuffle=False,
-              callbacks=[leaf_callbacks.RefreshFastPlans(), best,
+              callbacks=[callbacks.RealExampleLoss(counts, list(num_classes)),
+                         leaf_callbacks.RefreshFastPlans(), best,
                          callbacks.ScalarSummaries(
                              os.path.join(workdir, 'tensorboard')), state])
   with open(os.path.join(workdir, 'operative_config.gin'), 'w') as f:

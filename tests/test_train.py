@@ -306,3 +306,50 @@ def test_mirrored_strategy_on_two_cpu_devices(corpus, tmp_path):
   assert results['tones']['examples'] == 4
   _check_against_export(str(tmp_path / 'run'), 'tones',
                         corpus['files']['test'])
+
+
+def _scalars(log_dir):
+  """{tag: [(step, value)]} of the epoch scalars under `log_dir`."""
+  found = {}
+  for name in sorted(os.listdir(log_dir)):
+    for event in tf.compat.v1.train.summary_iterator(
+        os.path.join(log_dir, name)):
+      for value in event.summary.value:
+        found.setdefault(value.tag, []).append(
+            (event.step, float(tf.make_ndarray(value.tensor))))
+  return found
+
+
+def _windows(path):
+  """A clip's 1 s windows (last one zero-padded), loudness-normalized."""
+  clip = _read_clip(path)
+  count = max(1, -(-len(clip) // 16000))
+  windows = np.pad(clip, (0, count * 16000 - len(clip))).reshape(count, 16000)
+  return data.loudness_normalization(tf.constant(windows)).numpy()
+
+
+def test_val_loss_is_the_mean_over_real_windows_only(tmp_path):
+  """Validation windows (6) do not fill the batches of 4: two padding rows
+  of weight 0. val_loss must be the NumPy cross-entropy over the 6 real
+  windows, as metrics.json's loss is over the real test clips."""
+  root = str(tmp_path / 'three')
+  files, names = fx.make_split_dataset(
+      root, {'a': 300., 'b': 900., 'c': 2700.}, counts=(2, 1, 1),
+      lengths=(0.6, 1.7, 2.4))
+  workdir = str(tmp_path / 'run')
+  _run('mel', _bindings(workdir, root, str(tmp_path / 'tfds')))
+  model = models.AudioClassifier({'three': 3},
+                                 frontend=frontend.MelFilterbanks(),
+                                 encoder=models.ConvNet(filters=[8, 8]))
+  model(tf.zeros([1, 16000]))
+  model.load_weights(os.path.join(workdir, 'best.weights.h5'))
+  nll = []
+  for path, label in files['validation']:
+    logits = model(_windows(path), training=False)['three'].numpy()
+    shifted = logits - logits.max(1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    nll += list(-log_probs[:, label])
+  assert len(nll) == 6
+  logged = _scalars(os.path.join(workdir, 'tensorboard', 'validation'))
+  assert logged['loss'] == [(1, pytest.approx(np.mean(nll), rel=1e-4))]
+  _check_against_export(workdir, 'three', files['test'])
