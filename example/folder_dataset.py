@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from example import audio_io
+from example import locks
 
 SPLITS = ('train', 'validation', 'test')
 SAMPLE_RATE = 16000
@@ -245,12 +246,18 @@ def load_folder(root: str, data_dir: str, resample: bool = True,
     the prepared builder; `as_dataset(split=...)` streams its examples, and
     `info.metadata['skipped']` lists the unreadable files per split.
   """
-  builder = AudioFolder(root=root, resample=resample,
-                        validation_fraction=validation_fraction,
-                        test_fraction=test_fraction, data_dir=data_dir)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(
-          compute_stats=tfds.download.ComputeStatsMode.SKIP))
+  make = lambda: AudioFolder(root=root, resample=resample,
+                             validation_fraction=validation_fraction,
+                             test_fraction=test_fraction, data_dir=data_dir)
+  builder = make()
+  # Another process may be preparing the same folder into the same data_dir:
+  # wait for it, then look again (its records are then reused).
+  with locks.hold(f'{builder.data_dir}.lock',
+                  f'preparing {builder.info.full_name}', wait=True):
+    builder = make()
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            compute_stats=tfds.download.ComputeStatsMode.SKIP))
   skipped = sum(len(v) for v in builder.info.metadata['skipped'].values())
   if skipped:
     logging.warning('%s: %d unreadable file(s) skipped: %s', root, skipped,

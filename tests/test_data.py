@@ -403,3 +403,55 @@ def test_tfds_dataset_with_nested_label_and_odd_split_names(tmp_path):
     tasks.load_task('tiny_nsynth_at8k', str(tmp_path))
   with pytest.raises(ValueError, match="no label feature 'label'"):
     tasks.load_task('tiny_nsynth', str(tmp_path))
+
+
+def test_two_runs_preparing_one_new_folder_at_once_both_work(tmp_path,
+                                                            monkeypatch):
+  """The second waits for the first's records instead of writing its own
+  (on main it crashed with FileExistsError)."""
+  import threading
+  files, names = fx.make_split_dataset(str(tmp_path / 'shared'),
+                                       counts=(2, 1, 1))
+  decode = folder_dataset.AudioFolder._decode
+  both_started = threading.Barrier(2, timeout=60)
+  calls = []
+
+  def counted_decode(self, path):
+    calls.append(path)
+    return decode(self, path)
+
+  real_make = folder_dataset.AudioFolder.__init__
+
+  made = []
+
+  def init(self, **kwargs):
+    real_make(self, **kwargs)
+    made.append(self)
+    if len(made) <= 2:  # Both runs' first builders exist before either
+      both_started.wait()  # prepares.
+
+  monkeypatch.setattr(folder_dataset.AudioFolder, '_decode', counted_decode)
+  monkeypatch.setattr(folder_dataset.AudioFolder, '__init__', init)
+  results, errors = [], []
+
+  def run():
+    try:
+      builder = folder_dataset.load_folder(str(tmp_path / 'shared'),
+                                           data_dir=str(tmp_path / 'tfds'))
+      results.append(sorted(
+          (ex['path'].numpy().decode(), int(ex['label']))
+          for split in ('train', 'validation', 'test')
+          for ex in builder.as_dataset(split=split)))
+    except Exception as e:  # pylint: disable=broad-except
+      errors.append(e)
+
+  threads = [threading.Thread(target=run) for _ in range(2)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join(120)
+  assert not errors, errors
+  expected = sorted((os.path.relpath(p, tmp_path / 'shared'), l)
+                    for split in files.values() for p, l in split)
+  assert results == [expected, expected]
+  assert len(calls) == len(expected)  # Decoded once, by one of the two.
