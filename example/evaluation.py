@@ -92,20 +92,20 @@ def evaluate(model: keras.Model, tasks: Sequence[tasks_lib.Task],
 
   Args:
     model: the trained classifier.
-    tasks: the tasks; their names are the model's output keys.
+    tasks: the tasks; their keys are the model's output keys.
     transform_fns: the pipeline's transforms (the crop is skipped).
     batch_size: windows per model call.
     multilabel: report mAP / AUC / d' instead of accuracy.
     split: which split ('test' or 'eval').
 
   Returns:
-    task -> {'accuracy', 'loss', 'examples', 'num_classes'}, or with
+    task name -> {'accuracy', 'loss', 'examples', 'num_classes'}, or with
     `multilabel` {'mAP', 'auc', 'd_prime', 'examples', 'num_classes'}.
   """
   results = {}
   for task in tasks:
     logits, targets = task_logits(model, task.splits[split], task.num_classes,
-                                  task.name, transform_fns, batch_size)
+                                  task.key, transform_fns, batch_size)
     if multilabel:
       scores = metrics.multilabel_metrics(logits, targets)
     else:

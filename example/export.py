@@ -10,7 +10,7 @@ folder maps each task to its class names.
 import json
 import os
 import shutil
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import keras
 import tensorflow as tf
@@ -20,21 +20,26 @@ from example import evaluation
 
 def export(model: keras.Model, export_dir: str,
            transform_fns: Sequence[Callable],
-           class_names: Dict[str, List[str]]) -> None:
+           class_names: Dict[str, List[str]],
+           output_names: Optional[Dict[str, str]] = None) -> None:
   """Writes the SavedModel and its labels.json.
 
   Args:
     model: the trained classifier (dict of logits per task).
     export_dir: output folder (replaced if it exists).
     transform_fns: per-window transforms applied before the model.
-    class_names: task -> class names, index = class id.
+    class_names: task name -> class names, index = class id.
+    output_names: the model's output key -> the task name the export calls
+      it (e.g. 'kw_bad' -> 'kw bad'); None keeps the keys.
   """
   clip_logits = evaluation.clip_logits_fn(model, transform_fns)
   archive = keras.export.ExportArchive()
   archive.track(model)
+  output_names = output_names or {}
 
   def serve(waveform):
-    return clip_logits(waveform)
+    return {output_names.get(key, key): logits
+            for key, logits in clip_logits(waveform).items()}
 
   archive.add_endpoint(
       name='serving_default', fn=serve,

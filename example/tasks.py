@@ -26,7 +26,8 @@ class Task:
   """One classification task.
 
   Attributes:
-    name: identifier used for the head, the metrics and the export outputs.
+    name: the task's own name (a folder's name, or the tfds name), used in
+      metrics.json, labels.json and the export's outputs.
     class_names: label names, index = class id.
     splits: 'train', 'eval', 'test' -> dataset of {'audio': [samples] int or
       float at 16 kHz, 'label': int scalar, or int vector when multi-label}.
@@ -38,6 +39,12 @@ class Task:
   @property
   def num_classes(self) -> int:
     return len(self.class_names)
+
+  @property
+  def key(self) -> str:
+    """The name made valid for Keras (its head and output key): every run
+    of characters other than [A-Za-z0-9_] becomes '_' ('kw bad' -> 'kw_bad')."""
+    return _sanitize(self.name)
 
 
 def _sanitize(name: str) -> str:
@@ -129,13 +136,18 @@ def load_task(dataset: str, data_dir: Optional[str] = None) -> Task:
 
 
 def load_tasks(datasets: Sequence[str], data_dir: Optional[str]) -> List[Task]:
-  """Loads several tasks; their names must differ.
+  """Loads several tasks; their names, and their Keras keys, must differ.
 
   Raises:
-    ValueError: two datasets give the same task name.
+    ValueError: two datasets give the same task name or key.
   """
   tasks = [load_task(d, data_dir) for d in datasets]
   names = [t.name for t in tasks]
   if len(set(names)) != len(names):
-    raise ValueError(f'task names must differ, got {names} for {datasets}')
+    raise ValueError(f'task names must differ, got {names} for {datasets}; '
+                     'rename a folder')
+  keys = [t.key for t in tasks]
+  if len(set(keys)) != len(keys):
+    raise ValueError(f'tasks {names} would share a Keras output name in '
+                     f'{keys} (only [A-Za-z0-9_] are kept); rename a folder')
   return tasks

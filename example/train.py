@@ -223,7 +223,7 @@ def train(workdir: str = '/tmp/leaf_audio',
   workdir = worker_workdir(workdir, distribution)
   os.makedirs(workdir, exist_ok=True)
   tasks = tasks_lib.load_tasks(list(datasets or [dataset]), data_dir)
-  num_classes = {t.name: t.num_classes for t in tasks}
+  num_classes = {t.key: t.num_classes for t in tasks}
   logging.info('Tasks (name: classes): %s', num_classes)
   streams = data.prepare([t.splits for t in tasks], num_classes,
                          batch_size=batch_size)
@@ -265,5 +265,6 @@ def train(workdir: str = '/tmp/leaf_audio',
   logging.info('Test metrics: %s', results)
   export.export(model, os.path.join(workdir, 'export'),
                 data.serving_transforms(transform_fns),
-                {t.name: t.class_names for t in tasks})
+                {t.name: t.class_names for t in tasks},
+                {t.key: t.name for t in tasks})
   return results

@@ -455,3 +455,14 @@ def test_two_runs_preparing_one_new_folder_at_once_both_work(tmp_path,
                     for split in files.values() for p, l in split)
   assert results == [expected, expected]
   assert len(calls) == len(expected)  # Decoded once, by one of the two.
+
+
+def test_task_keys_are_valid_for_keras_and_must_differ(monkeypatch):
+  fake = lambda name, data_dir: tasks.Task(name, ['a', 'b'], {})
+  monkeypatch.setattr(tasks, 'load_task', fake)
+  loaded = tasks.load_tasks(['kw bad', 'música-2', 'ok_1'], None)
+  assert [t.key for t in loaded] == ['kw_bad', 'm_sica_2', 'ok_1']
+  assert [t.name for t in loaded] == ['kw bad', 'música-2', 'ok_1']
+  with pytest.raises(ValueError, match=r"share a Keras output name in "
+                     r"\['kw_bad', 'kw_bad'\]"):
+    tasks.load_tasks(['kw bad', 'kw_bad'], None)

@@ -353,3 +353,17 @@ def test_val_loss_is_the_mean_over_real_windows_only(tmp_path):
   logged = _scalars(os.path.join(workdir, 'tensorboard', 'validation'))
   assert logged['loss'] == [(1, pytest.approx(np.mean(nll), rel=1e-4))]
   _check_against_export(workdir, 'three', files['test'])
+
+
+def test_a_folder_name_keras_refuses_keeps_its_name_in_the_outputs(tmp_path):
+  """'kw bad' is not a valid Keras scope name (main crashed at the first
+  step); the head is 'kw_bad' inside the model, 'kw bad' everywhere a user
+  looks."""
+  root = str(tmp_path / 'kw bad')
+  files, names = fx.make_split_dataset(root, counts=(2, 1, 1))
+  workdir = str(tmp_path / 'run')
+  results = _run('mel', _bindings(workdir, root, str(tmp_path / 'tfds')))
+  assert list(results) == ['kw bad']
+  with open(os.path.join(workdir, 'export', 'labels.json')) as f:
+    assert json.load(f) == {'kw bad': names}
+  _check_against_export(workdir, 'kw bad', files['test'])
