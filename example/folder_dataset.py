@@ -84,7 +84,8 @@ def scan(root: str, validation_fraction: float = 0.1,
 
   Raises:
     ValueError: the folder does not exist, holds no class folder or no audio,
-      mixes split folders with class folders, or a class folder is empty.
+      or fewer than 2 classes, mixes split folders with class folders, or a
+      class folder is empty. A class missing from a split is a warning.
   """
   if not os.path.isdir(root):
     raise ValueError(f'dataset folder {root} does not exist')
@@ -126,7 +127,35 @@ def scan(root: str, validation_fraction: float = 0.1,
       raise ValueError(f'{root}: the {split} split is empty; add a {split}/ '
                        'folder or at least 3 files per class')
   names = sorted(set().union(*(c.keys() for c in by_split.values())))
+  if len(names) < 2:
+    raise ValueError(f'{root} holds {len(names)} class folder(s) {names}; a '
+                     'classifier needs at least 2 (one subfolder per class)')
+  _warn_missing_classes(root, names, assigned)
   return names, assigned
+
+
+def _warn_missing_classes(root: str, names: Sequence[str],
+                          assigned: Dict[str, list]) -> Dict[str, List[str]]:
+  """Warns about each split that lacks some classes, naming them.
+
+  A class absent from train can never be predicted; one absent from
+  validation or test is not measured there.
+
+  Returns:
+    split -> the classes it lacks (splits lacking none left out).
+  """
+  missing = {}
+  for split in SPLITS:
+    present = {name for _, name in assigned[split]}
+    lacking = [n for n in names if n not in present]
+    if lacking:
+      missing[split] = lacking
+      consequence = ('the model never sees them in training' if
+                     split == 'train' else f'they are not measured in {split}')
+      logging.warning('%s: class(es) %s have no %s file: %s (classes of '
+                      'fewer than 3 files stay in train when splits are '
+                      'carved out).', root, lacking, split, consequence)
+  return missing
 
 
 def _fingerprint(assigned: Dict[str, list], options: str) -> str:

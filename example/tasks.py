@@ -129,6 +129,9 @@ def load_task(dataset: str, data_dir: Optional[str] = None) -> Task:
     raise ValueError(f'{dataset} is sampled at {sample_rate} Hz; the models '
                      f'expect {folder_dataset.SAMPLE_RATE} Hz audio')
   class_names = _class_names(_feature_at(features, label_path))
+  if len(class_names) < 2:
+    raise ValueError(f'{dataset} has {len(class_names)} class(es) '
+                     f'{class_names}; a classifier needs at least 2')
   select = _select_label(label_path or None)
   splits = {key: builder.as_dataset(split=spec, shuffle_files=key == 'train')
                 .map(select) for key, spec in specs.items()}

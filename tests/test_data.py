@@ -466,3 +466,34 @@ def test_task_keys_are_valid_for_keras_and_must_differ(monkeypatch):
   with pytest.raises(ValueError, match=r"share a Keras output name in "
                      r"\['kw_bad', 'kw_bad'\]"):
     tasks.load_tasks(['kw bad', 'kw_bad'], None)
+
+
+def test_classes_missing_from_a_split_are_named(tmp_path, caplog):
+  root = tmp_path / 'uneven'
+  fx.make_split_dataset(str(root), counts=(2, 1, 1))
+  fx.write_wav(str(root / 'test' / 'only_test' / '0.wav'), fx.tone(900., .2))
+  fx.write_wav(str(root / 'train' / 'only_train' / '0.wav'),
+               fx.tone(1300., .2))
+  names, _ = folder_dataset.scan(str(root))
+  assert names == ['high', 'low', 'only_test', 'only_train']
+  warnings = [r.getMessage() for r in caplog.records
+              if r.levelname == 'WARNING']
+  assert any("['only_test'] have no train file" in w for w in warnings)
+  assert any("['only_test', 'only_train'] have no validation file" in w
+             for w in warnings)
+  assert any("['only_train'] have no test file" in w for w in warnings)
+  assert len(warnings) == 3
+  assert not any("'high'" in w or "'low'" in w for w in warnings)
+
+
+def test_a_single_class_is_refused(tmp_path):
+  for i in range(4):
+    fx.write_wav(str(tmp_path / 'one' / 'dog' / f'{i}.wav'), fx.tone(300., .1))
+  with pytest.raises(ValueError, match=r"1 class folder\(s\) \['dog'\]; a "
+                     'classifier needs at least 2'):
+    folder_dataset.scan(str(tmp_path / 'one'))
+  fx.make_split_dataset(str(tmp_path / 'split'), {'cat': 500.},
+                        counts=(2, 1, 1))
+  with pytest.raises(ValueError, match=r"\['cat'\]; a classifier needs"):
+    folder_dataset.load_folder(str(tmp_path / 'split'),
+                               data_dir=str(tmp_path / 'tfds'))
