@@ -16,12 +16,17 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 
-def _write_json(path: str, content: Dict) -> None:
-  """Writes JSON atomically (temporary file, then rename)."""
+def write_text(path: str, text: str) -> None:
+  """Writes a text file atomically (temporary file, then rename)."""
   tmp = f'{path}.tmp'
   with open(tmp, 'w') as f:
-    json.dump(content, f, indent=2)
+    f.write(text)
   os.replace(tmp, path)
+
+
+def write_json(path: str, content: Dict) -> None:
+  """Writes JSON atomically (temporary file, then rename)."""
+  write_text(path, json.dumps(content, indent=2))
 
 
 def _save_weights(model: keras.Model, path: str) -> None:
@@ -73,7 +78,7 @@ class TrainingState(keras.callbacks.Callback):
     os.makedirs(self._directory, exist_ok=True)
     name = f'epoch_{epoch + 1:05d}.weights.h5'
     _save_weights(self.model, os.path.join(self._directory, name))
-    _write_json(self._state_path, {
+    write_json(self._state_path, {
         'epoch': epoch + 1, 'weights': name,
         'iterations': int(self.model.optimizer.iterations.numpy())})
     for old in os.listdir(self._directory):
@@ -107,7 +112,7 @@ class BestCheckpoint(keras.callbacks.Callback):
     if score > self.best:
       os.makedirs(self._directory, exist_ok=True)
       _save_weights(self.model, self.weights_path)
-      _write_json(self._info_path, {'epoch': epoch + 1, 'score': score,
+      write_json(self._info_path, {'epoch': epoch + 1, 'score': score,
                                     'monitor': self._monitor})
       logging.info('Epoch %d: validation score %.4f (best so far), saved.',
                    epoch + 1, score)

@@ -205,6 +205,20 @@ class AudioFolder(tfds.core.GeneratorBasedBuilder):
                                      description=f'audio clips of {root}')
     super().__init__(config=config, **kwargs)
 
+  def identity(self) -> Dict:
+    """What the dataset is, independent of where it lies: its classes and
+    a digest of each split's files (relative paths, classes, sizes)."""
+    digest = hashlib.sha1()
+    files = {}
+    for split in SPLITS:
+      files[split] = len(self._assigned[split])
+      for path, name in self._assigned[split]:
+        digest.update(f'{split}|{name}|{os.path.relpath(path, self._root)}|'
+                      f'{os.path.getsize(path)}\n'.encode())
+    return {'classes': list(self._class_names), 'files': files,
+            'digest': digest.hexdigest()[:16],
+            'resample': self._resample}
+
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({

@@ -31,10 +31,13 @@ class Task:
     class_names: label names, index = class id.
     splits: 'train', 'eval', 'test' -> dataset of {'audio': [samples] int or
       float at 16 kHz, 'label': int scalar, or int vector when multi-label}.
+    identity: what the data is (JSON-able): its source, classes and split
+      contents, recorded in a workdir so that a run on other data is told.
   """
   name: str
   class_names: List[str]
   splits: Dict[str, tf.data.Dataset]
+  identity: Dict = dataclasses.field(default_factory=dict)
 
   @property
   def num_classes(self) -> int:
@@ -114,6 +117,7 @@ def load_task(dataset: str, data_dir: Optional[str] = None) -> Task:
     builder = folder_dataset.load_folder(dataset, data_dir=data_dir)
     name, label_path = folder_dataset.task_name(dataset), None
     specs = {'train': 'train', 'eval': 'validation', 'test': 'test'}
+    identity = {'folder': name, **builder.identity()}
   else:
     if dataset.startswith(('.', '/', '~')) or os.sep in dataset.split(':')[0]:
       raise ValueError(f'dataset folder {dataset} does not exist')
@@ -123,6 +127,9 @@ def load_task(dataset: str, data_dir: Optional[str] = None) -> Task:
     name = _sanitize(tfds_name.split('/')[0] +
                      (f'_{label_path}' if label_path else ''))
     specs = _split_specs(list(builder.info.splits.keys()))
+    identity = {'tfds': builder.info.full_name, 'label': label_path or 'label',
+                'splits': {s: int(i.num_examples)
+                           for s, i in sorted(builder.info.splits.items())}}
   features = builder.info.features
   sample_rate = getattr(features['audio'], 'sample_rate', None)
   if sample_rate not in (None, folder_dataset.SAMPLE_RATE):
@@ -135,7 +142,9 @@ def load_task(dataset: str, data_dir: Optional[str] = None) -> Task:
   select = _select_label(label_path or None)
   splits = {key: builder.as_dataset(split=spec, shuffle_files=key == 'train')
                 .map(select) for key, spec in specs.items()}
-  return Task(name=name, class_names=class_names, splits=splits)
+  identity = {'name': name, **identity, 'classes': class_names}
+  return Task(name=name, class_names=class_names, splits=splits,
+              identity=identity)
 
 
 def load_tasks(datasets: Sequence[str], data_dir: Optional[str]) -> List[Task]:

@@ -11,9 +11,10 @@ averaged), and exported as a SavedModel. Everything lands in `workdir`:
     metrics.json      test metrics per task
     export/           SavedModel (serving_default) and labels.json
     operative_config.gin
+    run.json          what made the workdir: operative config, datasets
+    lock              held by the run using the workdir
 """
 
-import json
 import math
 import os
 from typing import Dict, Optional, Sequence
@@ -28,6 +29,7 @@ from example import data
 from example import evaluation
 from example import export
 from example import tasks as tasks_lib
+from example import workdir as workdir_lib
 from leaf_audio import callbacks as leaf_callbacks
 from leaf_audio import models
 
@@ -195,7 +197,11 @@ def train(workdir: str = '/tmp/leaf_audio',
   """Trains, evaluates and exports a classifier; resumes an interrupted run.
 
   Re-running with the same `workdir` continues after the last completed
-  epoch (a finished run only re-evaluates and re-exports).
+  epoch (a finished run only re-evaluates and re-exports). The workdir
+  records the operative config and the datasets' identity (`run.json`): a
+  run that differs in anything but `workdir_lib.RESUMABLE` stops with the
+  differences listed; a run on a workdir another process is using stops at
+  once (`workdir_lib.WorkdirBusyError`).
 
   Args:
     workdir: where the checkpoints, logs, metrics and export go.
@@ -222,49 +228,54 @@ def train(workdir: str = '/tmp/leaf_audio',
                distribution.num_replicas_in_sync)
   workdir = worker_workdir(workdir, distribution)
   os.makedirs(workdir, exist_ok=True)
-  tasks = tasks_lib.load_tasks(list(datasets or [dataset]), data_dir)
-  num_classes = {t.key: t.num_classes for t in tasks}
-  logging.info('Tasks (name: classes): %s', num_classes)
-  streams = data.prepare([t.splits for t in tasks], num_classes,
-                         batch_size=batch_size)
-  steps_per_epoch = steps_per_epoch or _steps_per_epoch(
-      [t.splits['train'] for t in tasks], batch_size)
+  with workdir_lib.lock(workdir):
+    tasks = tasks_lib.load_tasks(list(datasets or [dataset]), data_dir)
+    num_classes = {t.key: t.num_classes for t in tasks}
+    logging.info('Tasks (name: classes): %s', num_classes)
+    streams = data.prepare([t.splits for t in tasks], num_classes,
+                           batch_size=batch_size)
+    steps_per_epoch = steps_per_epoch or _steps_per_epoch(
+        [t.splits['train'] for t in tasks], batch_size)
 
-  with distribution.scope():
-    model = build_model(num_classes, learning_rate, multilabel)
-  state = callbacks.TrainingState(os.path.join(workdir, 'state'))
-  initial_epoch = state.restore(model)
-  metric_name = 'auc' if multilabel else 'accuracy'
-  # Keras prefixes metric names with the output name only when there are
-  # several outputs.
-  monitor = ([f'val_{metric_name}'] if len(tasks) == 1 else
-             [f'val_{name}_{metric_name}' for name in num_classes])
-  best = callbacks.BestCheckpoint(workdir, monitor)
-  if initial_epoch < num_epochs:
-    counts = count_validation(streams['eval'])
-    model.fit(streams['train'],
-              validation_data=with_counted_batches(streams['eval'],
-                                                   int(counts['batches'])),
-              epochs=num_epochs, initial_epoch=initial_epoch,
-              steps_per_epoch=steps_per_epoch, verbose=verbose,
-              shuffle=False,
-              callbacks=[callbacks.RealExampleLoss(counts, list(num_classes)),
-                         leaf_callbacks.RefreshFastPlans(), best,
-                         callbacks.ScalarSummaries(
-                             os.path.join(workdir, 'tensorboard')), state])
-  with open(os.path.join(workdir, 'operative_config.gin'), 'w') as f:
-    f.write(gin.operative_config_str())
+    with distribution.scope():
+      model = build_model(num_classes, learning_rate, multilabel)
+    # Everything configurable has been called: the operative config is whole.
+    operative_config = gin.operative_config_str()
+    workdir_lib.check_or_record(workdir, workdir_lib.make_record(
+        operative_config, [t.identity for t in tasks]))
+    state = callbacks.TrainingState(os.path.join(workdir, 'state'))
+    initial_epoch = state.restore(model)
+    metric_name = 'auc' if multilabel else 'accuracy'
+    # Keras prefixes metric names with the output name only when there are
+    # several outputs.
+    monitor = ([f'val_{metric_name}'] if len(tasks) == 1 else
+               [f'val_{name}_{metric_name}' for name in num_classes])
+    best = callbacks.BestCheckpoint(workdir, monitor)
+    if initial_epoch < num_epochs:
+      counts = count_validation(streams['eval'])
+      model.fit(streams['train'],
+                validation_data=with_counted_batches(streams['eval'],
+                                                     int(counts['batches'])),
+                epochs=num_epochs, initial_epoch=initial_epoch,
+                steps_per_epoch=steps_per_epoch, verbose=verbose,
+                shuffle=False,
+                callbacks=[callbacks.RealExampleLoss(counts,
+                                                     list(num_classes)),
+                           leaf_callbacks.RefreshFastPlans(), best,
+                           callbacks.ScalarSummaries(
+                               os.path.join(workdir, 'tensorboard')), state])
+    callbacks.write_text(os.path.join(workdir, 'operative_config.gin'),
+                         gin.operative_config_str())
 
-  if os.path.exists(best.weights_path):
-    model.load_weights(best.weights_path)
-  transform_fns = _pipeline_transforms()
-  results = evaluation.evaluate(model, tasks, transform_fns, batch_size,
-                                multilabel)
-  with open(os.path.join(workdir, 'metrics.json'), 'w') as f:
-    json.dump(results, f, indent=2)
-  logging.info('Test metrics: %s', results)
-  export.export(model, os.path.join(workdir, 'export'),
-                data.serving_transforms(transform_fns),
-                {t.name: t.class_names for t in tasks},
-                {t.key: t.name for t in tasks})
-  return results
+    if os.path.exists(best.weights_path):
+      model.load_weights(best.weights_path)
+    transform_fns = _pipeline_transforms()
+    results = evaluation.evaluate(model, tasks, transform_fns, batch_size,
+                                  multilabel)
+    callbacks.write_json(os.path.join(workdir, 'metrics.json'), results)
+    logging.info('Test metrics: %s', results)
+    export.export(model, os.path.join(workdir, 'export'),
+                  data.serving_transforms(transform_fns),
+                  {t.name: t.class_names for t in tasks},
+                  {t.key: t.name for t in tasks})
+    return results
