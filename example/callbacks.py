@@ -5,35 +5,76 @@ run killed at any instant (even by SIGKILL) leaves either the previous or
 the new state on disk, never a torn one.
 """
 
+import io
 import json
 import os
 from typing import Dict, Optional, Sequence
 
 from absl import logging
 import keras
+from keras.src.saving import saving_lib
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 
-def write_text(path: str, text: str) -> None:
-  """Writes a text file atomically (temporary file, then rename)."""
+def write_bytes(path: str, content: bytes) -> None:
+  """Writes a file atomically: aside, flushed to disk, then renamed.
+
+  Raises:
+    OSError: the write failed (a full disk: errno ENOSPC); the message names
+      `path`, which still holds its previous content, and the half-written
+      file is removed.
+  """
   tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
+  try:
+    with open(tmp, 'wb') as f:
+      f.write(content)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except OSError as e:
+    try:
+      os.remove(tmp)
+    except OSError:
+      pass
+    raise OSError(e.errno, f'could not write {path} ({e.strerror}); its '
+                  'previous version, if any, is unchanged. Free some space '
+                  '(or fix the error) and run again: the run resumes from '
+                  'its last saved state', path) from e
+
+
+def write_text(path: str, text: str) -> None:
+  """Writes a text file atomically (see `write_bytes`)."""
+  write_bytes(path, text.encode())
 
 
 def write_json(path: str, content: Dict) -> None:
-  """Writes JSON atomically (temporary file, then rename)."""
+  """Writes JSON atomically (see `write_bytes`)."""
   write_text(path, json.dumps(content, indent=2))
+
+
+def weights_h5(model: keras.Model) -> bytes:
+  """What `model.save_weights` writes (the model's and its optimizer's
+  variables, in Keras' .weights.h5 layout), as bytes.
+
+  The file is built in memory: h5py writing straight to a disk that fills
+  up reports the error but keeps writing and can crash the process
+  (segmentation fault), whereas a plain write of these bytes raises an
+  ordinary OSError.
+  """
+  buffer = io.BytesIO()
+  store = saving_lib.H5IOStore(buffer, mode='w')
+  saving_lib._save_state(  # pylint: disable=protected-access
+      model, weights_store=store, assets_store=None, inner_path='',
+      visited_saveables=set())
+  store.close()
+  return buffer.getvalue()
 
 
 def _save_weights(model: keras.Model, path: str) -> None:
   """Saves weights (with the optimizer's state) atomically to `path`."""
-  tmp = path.replace('.weights.h5', '.tmp.weights.h5')
-  model.save_weights(tmp)
-  os.replace(tmp, path)
+  write_bytes(path, weights_h5(model))
 
 
 def read_json(path: str) -> Optional[Dict]:

@@ -182,3 +182,57 @@ def test_export_is_replaced_atomically(tiny_model, tmp_path, monkeypatch):
   siblings = sorted(os.listdir(tmp_path))
   assert len(siblings) == 2 and siblings[0] == 'export', siblings
   assert os.readlink(path) == siblings[1]
+
+
+def test_a_full_disk_during_a_save_raises_naming_the_file(tmp_path):
+  """A file size limit makes writes fail for real (EFBIG, as ENOSPC on a
+  full disk). On main, h5py kept writing and the process crashed
+  (segmentation fault); now the save raises an OSError naming the file and
+  the last saved state still loads."""
+  script = f"""
+import errno, json, os, resource, signal
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # Fail writes, do not kill.
+import numpy as np, tensorflow as tf
+from example import callbacks, train
+from leaf_audio import frontend, models
+
+def model():
+  m = models.AudioClassifier({{'t': 2}}, frontend=frontend.MelFilterbanks(),
+                             encoder=models.ConvNet(filters=[32, 32]))
+  m(tf.zeros([1, 16000]))
+  m.compile(optimizer='adam', loss='categorical_crossentropy')
+  m.optimizer.build(m.trainable_variables)
+  return m
+
+directory = {str(tmp_path / 'state')!r}
+first = model()
+state = callbacks.TrainingState(directory)
+state.set_model(first)
+state.on_epoch_end(0)
+saved = os.path.join(directory, 'epoch_00001.weights.h5')
+for v in first.trainable_variables:
+  v.assign(v + 1.)
+_, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(saved) // 2, hard))
+try:
+  state.on_epoch_end(1)
+  print('NO ERROR')
+except OSError as e:
+  print('ERROR', e.errno, e)
+resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+print('FILES', sorted(os.listdir(directory)))
+second = model()
+print('EPOCH', callbacks.TrainingState(directory).restore(second))
+print('SAME', all(np.allclose(a.numpy() - 1., b.numpy(), atol=1e-5)
+                  for a, b in zip(first.trainable_variables,
+                                  second.trainable_variables)))
+"""
+  done = subprocess.run([sys.executable, '-c', script], cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  lines = dict(line.split(' ', 1) for line in done.stdout.splitlines())
+  assert lines['ERROR'].startswith('27 ')  # EFBIG, File too large.
+  assert 'could not write ' + str(tmp_path / 'state' / 'epoch_00002'
+                                  ) in lines['ERROR']
+  assert lines['FILES'] == "['epoch_00001.weights.h5', 'state.json']"
+  assert lines['EPOCH'] == '1' and lines['SAME'] == 'True'
