@@ -109,6 +109,35 @@ def build_model(num_classes: Dict[str, int], learning_rate: float,
   return model
 
 
+def _build_for_fit_from(model: keras.Model, batch) -> None:
+  """Makes `model.fit` build its compiled loss and metrics from `batch`.
+
+  Under a distribution strategy, Keras 3.15's `fit` first reduces the
+  first distributed batch with `strategy.reduce`, only to learn its shapes.
+  MultiWorkerMirroredStrategy cannot reduce a nest such as (waveforms,
+  targets, weights) ("Attempt to convert a value (PerReplica ...) to a
+  Tensor"), and the batch taken is lost to training. This builds from a
+  batch of the undistributed stream instead, taking nothing from `fit`'s.
+  """
+  strategy = model.distribute_strategy
+
+  def build(iterator=None, data_batch=None):
+    del iterator, data_batch  # Only the shapes are needed: from `batch`.
+    with strategy.scope():
+      model._symbolic_build(data_batch=batch)  # pylint: disable=protected-access
+
+  model._maybe_symbolic_build = build  # pylint: disable=protected-access
+  if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    # Keras 3.15 reduces each step's logs across workers with
+    # strategy.reduce('MEAN', value, axis=0), which fails on the scalars a
+    # step returns ("Invalid reduction dimension 0 for input with 0
+    # dimensions"); as vectors of one value they reduce to the same scalars.
+    for name in ('train_step', 'test_step'):
+      step = getattr(model, name)
+      setattr(model, name, lambda data, step=step: tf.nest.map_structure(
+          lambda v: tf.reshape(v, [1]), step(data)))
+
+
 def _steps_per_epoch(train_splits: Sequence[tf.data.Dataset],
                      batch_size: int) -> int:
   """One pass over every task's train split, in batches."""
@@ -193,6 +222,7 @@ def train(workdir: str = '/tmp/leaf_audio',
           multilabel: bool = False,
           strategy: str = 'default',
           data_dir: Optional[str] = None,
+          recompute_batchnorm: int = 50,
           verbose='auto') -> Dict[str, Dict]:
   """Trains, evaluates and exports a classifier; resumes an interrupted run.
 
@@ -217,12 +247,19 @@ def train(workdir: str = '/tmp/leaf_audio',
     multilabel: sigmoid cross-entropy and mAP / AUC / d' metrics.
     strategy: tf.distribute strategy, one of STRATEGIES.
     data_dir: tensorflow-datasets data directory (None: its default).
+    recompute_batchnorm: before each validation, batch normalization
+      statistics are recomputed over this many training batches (at most one
+      epoch's steps; see `callbacks.recompute_batchnorm`); 0 keeps Keras'
+      moving averages.
     verbose: Keras `fit` verbosity (progress bars by default).
 
   Returns:
     the test metrics written to `workdir/metrics.json`.
   """
   _validate(num_epochs, steps_per_epoch, learning_rate, batch_size, strategy)
+  if not isinstance(recompute_batchnorm, int) or recompute_batchnorm < 0:
+    raise ValueError('train.recompute_batchnorm must be an int >= 0 (0: off), '
+                     f'got {recompute_batchnorm!r}')
   distribution = make_strategy(strategy)
   logging.info('Strategy %s: %d replica(s).', strategy,
                distribution.num_replicas_in_sync)
@@ -243,6 +280,8 @@ def train(workdir: str = '/tmp/leaf_audio',
     operative_config = gin.operative_config_str()
     workdir_lib.check_or_record(workdir, workdir_lib.make_record(
         operative_config, [t.identity for t in tasks]))
+    if strategy != 'default':
+      _build_for_fit_from(model, next(iter(streams['train'])))
     state = callbacks.TrainingState(os.path.join(workdir, 'state'))
     initial_epoch = state.restore(model)
     metric_name = 'auc' if multilabel else 'accuracy'
@@ -261,7 +300,11 @@ def train(workdir: str = '/tmp/leaf_audio',
                 shuffle=False,
                 callbacks=[callbacks.RealExampleLoss(counts,
                                                      list(num_classes)),
-                           leaf_callbacks.RefreshFastPlans(), best,
+                           leaf_callbacks.RefreshFastPlans(),
+                           callbacks.RecomputeBatchNorm(
+                               streams['train'],
+                               min(recompute_batchnorm, steps_per_epoch)),
+                           best,
                            callbacks.ScalarSummaries(
                                os.path.join(workdir, 'tensorboard')), state])
     callbacks.write_text(os.path.join(workdir, 'operative_config.gin'),

@@ -416,3 +416,136 @@ def test_named_tfds_dataset_end_to_end(dataset, splits, key, classes,
       np.mean(logits.argmax(1) == labels), abs=1e-9)
   assert results[key]['loss'] == pytest.approx(
       -log_probs[np.arange(4), labels].mean(), rel=1e-4, abs=1e-5)
+
+
+_WORKER = """
+import json, os, sys
+WRITES = []
+
+def audit(event, args):
+  if event == 'open' and isinstance(args[0], (str, bytes, os.PathLike)):
+    mode, flags = args[1], args[2]
+    if (mode and set(str(mode)) & set('wax+')) or (
+        mode is None and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)):
+      WRITES.append(os.fsdecode(args[0]))
+  elif event in ('os.rename', 'os.symlink'):
+    WRITES.append(os.fsdecode(args[1]))
+  elif event in ('os.remove', 'os.mkdir', 'shutil.rmtree'):
+    WRITES.append(os.fsdecode(args[0]))
+
+import keras
+from example import main, train
+keras.config.disable_traceback_filtering()
+keras.utils.set_random_seed(0)
+main.parse_config([{config!r}], {bindings!r})
+sys.addaudithook(audit)
+results = train.train(verbose=0)
+print('RESULTS', json.dumps(results))
+print('WRITES', json.dumps([os.path.abspath(p) for p in WRITES]))
+"""
+
+
+def _free_ports(count):
+  import socket  # pylint: disable=g-import-not-at-top
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(('localhost', 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+def _weights(path):
+  import h5py  # pylint: disable=g-import-not-at-top
+  found = {}
+  with h5py.File(path) as f:
+    f.visititems(lambda name, item: found.__setitem__(name, item[()]) if
+                 isinstance(item, h5py.Dataset) else None)
+  return found
+
+
+def test_two_multi_worker_mirrored_workers_match_one_process(tmp_path):
+  """Two local workers (TF_CONFIG on localhost ports), 3 steps of global
+  batch 4, against one process with the same global batch. The data stream
+  is deterministic (1 s clips, so the crop is the clip; a shuffle buffer of
+  1) and the ConvNet has neither batch normalization (whose statistics are
+  per replica) nor dropout, so the two runs take the same steps."""
+  from example import folder_dataset  # pylint: disable=g-import-not-at-top
+  root, data_dir = str(tmp_path / 'tones'), str(tmp_path / 'tfds')
+  files, _ = fx.make_split_dataset(root, counts=(4, 1, 2), lengths=(1.0,))
+  folder_dataset.load_folder(root, data_dir)  # Prepared once, beforehand.
+  extra = ['ConvBlock.normalization_layer = None', 'ConvBlock.dropout = 0.0',
+           'prepare.shuffle_buffer = 1', 'train.steps_per_epoch = 3']
+  config = os.path.join(REPO, 'configs', 'mel.gin')
+  env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'}
+  env.pop('TF_CONFIG', None)
+  ports = _free_ports(2)
+  cluster = {'worker': [f'localhost:{p}' for p in ports]}
+  processes = []
+  for name, strategy, index in (('one', 'default', None),
+                                ('multi', 'multi_worker_mirrored', 0),
+                                ('multi', 'multi_worker_mirrored', 1)):
+    bindings = _bindings(tmp_path / name, root, data_dir,
+                         extra + [f"train.strategy = '{strategy}'"])
+    worker_env = dict(env)
+    if index is not None:
+      worker_env['TF_CONFIG'] = json.dumps(
+          {'cluster': cluster, 'task': {'type': 'worker', 'index': index}})
+    processes.append(subprocess.Popen(
+        [sys.executable, '-c', _WORKER.format(config=config,
+                                              bindings=bindings)],
+        cwd=REPO, env=worker_env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True))
+  outputs = []
+  for process in processes:
+    out, err = process.communicate(timeout=400)
+    assert process.returncode == 0, err[-8000:]
+    outputs.append(dict(line.split(' ', 1) for line in out.splitlines()
+                        if line.startswith(('RESULTS', 'WRITES'))))
+  single, chief, other = [json.loads(o['RESULTS']) for o in outputs]
+  assert chief == other  # Both workers end with the same model.
+  assert chief['tones']['examples'] == 4
+  assert chief['tones']['accuracy'] == single['tones']['accuracy']
+  assert chief['tones']['loss'] == pytest.approx(single['tones']['loss'],
+                                                 rel=1e-4)
+  ours = _weights(str(tmp_path / 'multi' / 'state' / 'epoch_00001.weights.h5'))
+  theirs = _weights(str(tmp_path / 'one' / 'state' / 'epoch_00001.weights.h5'))
+  assert sorted(ours) == sorted(theirs)
+  for name in ours:
+    np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-4,
+                               atol=1e-6, err_msg=name)
+  # Only the chief writes to the workdir; worker 1 under workers/worker_1.
+  workdir = str(tmp_path / 'multi')
+  mine = os.path.join(workdir, 'workers', 'worker_1')
+  outside = [p for p in json.loads(outputs[2]['WRITES'])
+             if p.startswith(workdir + os.sep) and not p.startswith(mine)
+             and p != os.path.join(workdir, 'workers')]
+  assert not outside
+  assert os.path.exists(os.path.join(mine, 'export', 'saved_model.pb'))
+  assert json.load(open(os.path.join(workdir, 'metrics.json'))) == chief
+  assert sorted(os.listdir(os.path.join(workdir, 'workers'))) == ['worker_1']
+  _check_against_export(workdir, 'tones', files['test'])
+
+
+def test_recompute_batchnorm_averages_the_batch_statistics():
+  from example import callbacks  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(2)
+  dense = keras.layers.Dense(3)
+  model = keras.Sequential([keras.Input((5,)), dense,
+                            keras.layers.BatchNormalization(momentum=0.99)])
+  rng = np.random.default_rng(0)
+  batches = [(rng.normal(2., 3., (8, 5)).astype(np.float32), None)
+             for _ in range(4)]
+  kernel, bias = [w.numpy() for w in dense.weights]
+  hidden = [x @ kernel + bias for x, _ in batches]
+  assert callbacks.recompute_batchnorm(model, batches) == 4
+  norm = model.layers[-1]
+  np.testing.assert_allclose(norm.moving_mean.numpy(),
+                             np.mean([h.mean(0) for h in hidden], 0),
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(norm.moving_variance.numpy(),
+                             np.mean([h.var(0) for h in hidden], 0),
+                             rtol=1e-4)
+  assert norm.momentum == 0.99  # Restored.
+  assert callbacks.recompute_batchnorm(keras.Sequential([dense]), batches) == 0
