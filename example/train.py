@@ -167,7 +167,7 @@ def count_validation(dataset: tf.data.Dataset) -> Dict[str, float]:
     counts['real'] = tf.reduce_sum(tf.cast(real, tf.float64))
     return {k: totals[k] + v for k, v in counts.items()}
 
-  x_spec, _, w_spec = dataset.element_spec
+  _, _, w_spec = dataset.element_spec
   zero = tf.constant(0., tf.float64)
   totals = {'batches': zero, 'rows': zero, 'real': zero}
   totals.update({f'real/{name}': zero for name in w_spec})

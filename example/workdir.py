@@ -27,7 +27,7 @@ RECORD = 'run.json'
 LOCK = 'lock'
 # Parameters a run may change and still resume the workdir's state.
 RESUMABLE = ('train.num_epochs', 'train.workdir', 'train.data_dir',
-             'train.strategy')
+             'train.strategy', 'train.recompute_batchnorm')
 
 
 class WorkdirMismatchError(ValueError):
