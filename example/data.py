@@ -270,8 +270,13 @@ def prepare(splits: Sequence[Mapping[str, tf.data.Dataset]],
     validation = validation.concatenate(other)
   validation = validation.batch(batch_size).map(
       lambda x, y, w: pad_batch((x, y, w), batch_size))
-  return {'train': train.prefetch(AUTOTUNE),
-          'eval': validation.prefetch(AUTOTUNE)}
+  # Several workers split the batches, not the files: a prepared folder is
+  # a single file per split, which file sharding cannot split.
+  options = tf.data.Options()
+  options.experimental_distribute.auto_shard_policy = (
+      tf.data.experimental.AutoShardPolicy.DATA)
+  return {'train': train.prefetch(AUTOTUNE).with_options(options),
+          'eval': validation.prefetch(AUTOTUNE).with_options(options)}
 
 
 def pad_batch(batch, batch_size: int):

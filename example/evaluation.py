@@ -47,7 +47,7 @@ def clip_logits_fn(model: keras.Model, transform_fns: Sequence[Callable],
 
 def task_logits(model: keras.Model, split: tf.data.Dataset, num_classes: int,
                 task: str, transform_fns: Sequence[Callable],
-                batch_size: int):
+                batch_size: int, training: bool = False):
   """Clip-level logits of one task's split, windows batched across clips.
 
   Args:
@@ -57,6 +57,9 @@ def task_logits(model: keras.Model, split: tf.data.Dataset, num_classes: int,
     task: the task's name (its output key).
     transform_fns: the pipeline's transforms (the crop is skipped).
     batch_size: windows per model call.
+    training: run the model in training mode (batch statistics, dropout),
+      to diagnose what evaluation mode changes; this updates batch
+      normalization's moving statistics.
 
   Returns:
     (logits float [clips, classes], targets float [clips, classes] one- or
@@ -68,7 +71,7 @@ def task_logits(model: keras.Model, split: tf.data.Dataset, num_classes: int,
   stream = data.window_stream(encoded, transform_fns).batch(batch_size)
   # One trace for every batch size (the last batch is smaller), so that
   # evaluating a few tasks does not trigger TensorFlow's retracing warning.
-  predict = tf.function(lambda x: model(x, training=False)[task],
+  predict = tf.function(lambda x: model(x, training=training)[task],
                         input_signature=[tf.TensorSpec([None, data.WINDOW],
                                                        tf.float32)],
                         autograph=False)
@@ -92,25 +95,28 @@ def task_logits(model: keras.Model, split: tf.data.Dataset, num_classes: int,
 
 def evaluate(model: keras.Model, tasks: Sequence[tasks_lib.Task],
              transform_fns: Sequence[Callable], batch_size: int,
-             multilabel: bool, split: str = 'test') -> Dict[str, Dict]:
+             multilabel: bool, split: str = 'test',
+             training: bool = False) -> Dict[str, Dict]:
   """Evaluates every task on full-length clips of a split.
 
   Args:
     model: the trained classifier.
-    tasks: the tasks; their names are the model's output keys.
+    tasks: the tasks; their keys are the model's output keys.
     transform_fns: the pipeline's transforms (the crop is skipped).
     batch_size: windows per model call.
     multilabel: report mAP / AUC / d' instead of accuracy.
-    split: which split ('test' or 'eval').
+    split: which split ('test', 'eval' or 'train').
+    training: see `task_logits`.
 
   Returns:
-    task -> {'accuracy', 'loss', 'examples', 'num_classes'}, or with
+    task name -> {'accuracy', 'loss', 'examples', 'num_classes'}, or with
     `multilabel` {'mAP', 'auc', 'd_prime', 'examples', 'num_classes'}.
   """
   results = {}
   for task in tasks:
     logits, targets = task_logits(model, task.splits[split], task.num_classes,
-                                  task.name, transform_fns, batch_size)
+                                  task.key, transform_fns, batch_size,
+                                  training)
     if multilabel:
       scores = metrics.multilabel_metrics(logits, targets)
     else:

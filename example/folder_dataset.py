@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from . import audio_io
+from . import locks
 
 SPLITS = ('train', 'validation', 'test')
 SAMPLE_RATE = 16000
@@ -83,7 +84,8 @@ def scan(root: str, validation_fraction: float = 0.1,
 
   Raises:
     ValueError: the folder does not exist, holds no class folder or no audio,
-      mixes split folders with class folders, or a class folder is empty.
+      or fewer than 2 classes, mixes split folders with class folders, or a
+      class folder is empty. A class missing from a split is a warning.
   """
   if not os.path.isdir(root):
     raise ValueError(f'dataset folder {root} does not exist')
@@ -125,7 +127,35 @@ def scan(root: str, validation_fraction: float = 0.1,
       raise ValueError(f'{root}: the {split} split is empty; add a {split}/ '
                        'folder or at least 3 files per class')
   names = sorted(set().union(*(c.keys() for c in by_split.values())))
+  if len(names) < 2:
+    raise ValueError(f'{root} holds {len(names)} class folder(s) {names}; a '
+                     'classifier needs at least 2 (one subfolder per class)')
+  _warn_missing_classes(root, names, assigned)
   return names, assigned
+
+
+def _warn_missing_classes(root: str, names: Sequence[str],
+                          assigned: Dict[str, list]) -> Dict[str, List[str]]:
+  """Warns about each split that lacks some classes, naming them.
+
+  A class absent from train can never be predicted; one absent from
+  validation or test is not measured there.
+
+  Returns:
+    split -> the classes it lacks (splits lacking none left out).
+  """
+  missing = {}
+  for split in SPLITS:
+    present = {name for _, name in assigned[split]}
+    lacking = [n for n in names if n not in present]
+    if lacking:
+      missing[split] = lacking
+      consequence = ('the model never sees them in training' if
+                     split == 'train' else f'they are not measured in {split}')
+      logging.warning('%s: class(es) %s have no %s file: %s (classes of '
+                      'fewer than 3 files stay in train when splits are '
+                      'carved out).', root, lacking, split, consequence)
+  return missing
 
 
 def _fingerprint(assigned: Dict[str, list], options: str) -> str:
@@ -175,6 +205,20 @@ class AudioFolder(tfds.core.GeneratorBasedBuilder):
     config = tfds.core.BuilderConfig(name=f'{slug or "folder"}_{key}',
                                      description=f'audio clips of {root}')
     super().__init__(config=config, **kwargs)
+
+  def identity(self) -> Dict:
+    """What the dataset is, independent of where it lies: its classes and
+    a digest of each split's files (relative paths, classes, sizes)."""
+    digest = hashlib.sha1()
+    files = {}
+    for split in SPLITS:
+      files[split] = len(self._assigned[split])
+      for path, name in self._assigned[split]:
+        digest.update(f'{split}|{name}|{os.path.relpath(path, self._root)}|'
+                      f'{os.path.getsize(path)}\n'.encode())
+    return {'classes': list(self._class_names), 'files': files,
+            'digest': digest.hexdigest()[:16],
+            'resample': self._resample}
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
@@ -261,12 +305,18 @@ def load_folder(root: str, data_dir: str, resample: bool = True,
     truncated, NaN or Inf samples) per split and `info.metadata['rescaled']`
     the float clips scaled into [-1, 1].
   """
-  builder = AudioFolder(root=root, resample=resample,
-                        validation_fraction=validation_fraction,
-                        test_fraction=test_fraction, data_dir=data_dir)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(
-          compute_stats=tfds.download.ComputeStatsMode.SKIP))
+  make = lambda: AudioFolder(root=root, resample=resample,
+                             validation_fraction=validation_fraction,
+                             test_fraction=test_fraction, data_dir=data_dir)
+  builder = make()
+  # Another process may be preparing the same folder into the same data_dir:
+  # wait for it, then look again (its records are then reused).
+  with locks.hold(f'{builder.data_dir}.lock',
+                  f'preparing {builder.info.full_name}', wait=True):
+    builder = make()
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            compute_stats=tfds.download.ComputeStatsMode.SKIP))
   summary = folder_summary(builder)
   if summary:
     logging.warning('%s: %s', root, summary)

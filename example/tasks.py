@@ -26,18 +26,28 @@ class Task:
   """One classification task.
 
   Attributes:
-    name: identifier used for the head, the metrics and the export outputs.
+    name: the task's own name (a folder's name, or the tfds name), used in
+      metrics.json, labels.json and the export's outputs.
     class_names: label names, index = class id.
     splits: 'train', 'eval', 'test' -> dataset of {'audio': [samples] int or
       float at 16 kHz, 'label': int scalar, or int vector when multi-label}.
+    identity: what the data is (JSON-able): its source, classes and split
+      contents, recorded in a workdir so that a run on other data is told.
   """
   name: str
   class_names: List[str]
   splits: Dict[str, tf.data.Dataset]
+  identity: Dict = dataclasses.field(default_factory=dict)
 
   @property
   def num_classes(self) -> int:
     return len(self.class_names)
+
+  @property
+  def key(self) -> str:
+    """The name made valid for Keras (its head and output key): every run
+    of characters other than [A-Za-z0-9_] becomes '_' ('kw bad' -> 'kw_bad')."""
+    return _sanitize(self.name)
 
 
 def _sanitize(name: str) -> str:
@@ -107,6 +117,7 @@ def load_task(dataset: str, data_dir: Optional[str] = None) -> Task:
     builder = folder_dataset.load_folder(dataset, data_dir=data_dir)
     name, label_path = folder_dataset.task_name(dataset), None
     specs = {'train': 'train', 'eval': 'validation', 'test': 'test'}
+    identity = {'folder': name, **builder.identity()}
   else:
     if dataset.startswith(('.', '/', '~')) or os.sep in dataset.split(':')[0]:
       raise ValueError(f'dataset folder {dataset} does not exist')
@@ -116,26 +127,39 @@ def load_task(dataset: str, data_dir: Optional[str] = None) -> Task:
     name = _sanitize(tfds_name.split('/')[0] +
                      (f'_{label_path}' if label_path else ''))
     specs = _split_specs(list(builder.info.splits.keys()))
+    identity = {'tfds': builder.info.full_name, 'label': label_path or 'label',
+                'splits': {s: int(i.num_examples)
+                           for s, i in sorted(builder.info.splits.items())}}
   features = builder.info.features
   sample_rate = getattr(features['audio'], 'sample_rate', None)
   if sample_rate not in (None, folder_dataset.SAMPLE_RATE):
     raise ValueError(f'{dataset} is sampled at {sample_rate} Hz; the models '
                      f'expect {folder_dataset.SAMPLE_RATE} Hz audio')
   class_names = _class_names(_feature_at(features, label_path))
+  if len(class_names) < 2:
+    raise ValueError(f'{dataset} has {len(class_names)} class(es) '
+                     f'{class_names}; a classifier needs at least 2')
   select = _select_label(label_path or None)
   splits = {key: builder.as_dataset(split=spec, shuffle_files=key == 'train')
                 .map(select) for key, spec in specs.items()}
-  return Task(name=name, class_names=class_names, splits=splits)
+  identity = {'name': name, **identity, 'classes': class_names}
+  return Task(name=name, class_names=class_names, splits=splits,
+              identity=identity)
 
 
 def load_tasks(datasets: Sequence[str], data_dir: Optional[str]) -> List[Task]:
-  """Loads several tasks; their names must differ.
+  """Loads several tasks; their names, and their Keras keys, must differ.
 
   Raises:
-    ValueError: two datasets give the same task name.
+    ValueError: two datasets give the same task name or key.
   """
   tasks = [load_task(d, data_dir) for d in datasets]
   names = [t.name for t in tasks]
   if len(set(names)) != len(names):
-    raise ValueError(f'task names must differ, got {names} for {datasets}')
+    raise ValueError(f'task names must differ, got {names} for {datasets}; '
+                     'rename a folder')
+  keys = [t.key for t in tasks]
+  if len(set(keys)) != len(keys):
+    raise ValueError(f'tasks {names} would share a Keras output name in '
+                     f'{keys} (only [A-Za-z0-9_] are kept); rename a folder')
   return tasks

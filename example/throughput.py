@@ -56,7 +56,7 @@ def measure(batches: int) -> Dict[str, float]:
   args = _train_arguments()
   tasks = tasks_lib.load_tasks(list(args['datasets'] or [args['dataset']]),
                                args['data_dir'])
-  num_classes = {t.name: t.num_classes for t in tasks}
+  num_classes = {t.key: t.num_classes for t in tasks}
   batch_size = args['batch_size']
   stream = data.prepare([t.splits for t in tasks], num_classes,
                         batch_size=batch_size)['train']

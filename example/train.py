@@ -11,9 +11,10 @@ averaged), and exported as a SavedModel. Everything lands in `workdir`:
     metrics.json      test metrics per task
     export/           SavedModel (serving_default) and labels.json
     operative_config.gin
+    run.json          what made the workdir: operative config, datasets
+    lock              held by the run using the workdir
 """
 
-import json
 import math
 import os
 from typing import Dict, Optional, Sequence
@@ -28,6 +29,7 @@ from . import data
 from . import evaluation
 from . import export
 from . import tasks as tasks_lib
+from . import workdir as workdir_lib
 from leaf_audio import callbacks as leaf_callbacks
 from leaf_audio import models
 
@@ -107,6 +109,35 @@ def build_model(num_classes: Dict[str, int], learning_rate: float,
   return model
 
 
+def _build_for_fit_from(model: keras.Model, batch) -> None:
+  """Makes `model.fit` build its compiled loss and metrics from `batch`.
+
+  Under a distribution strategy, Keras 3.15's `fit` first reduces the
+  first distributed batch with `strategy.reduce`, only to learn its shapes.
+  MultiWorkerMirroredStrategy cannot reduce a nest such as (waveforms,
+  targets, weights) ("Attempt to convert a value (PerReplica ...) to a
+  Tensor"), and the batch taken is lost to training. This builds from a
+  batch of the undistributed stream instead, taking nothing from `fit`'s.
+  """
+  strategy = model.distribute_strategy
+
+  def build(iterator=None, data_batch=None):
+    del iterator, data_batch  # Only the shapes are needed: from `batch`.
+    with strategy.scope():
+      model._symbolic_build(data_batch=batch)  # pylint: disable=protected-access
+
+  model._maybe_symbolic_build = build  # pylint: disable=protected-access
+  if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    # Keras 3.15 reduces each step's logs across workers with
+    # strategy.reduce('MEAN', value, axis=0), which fails on the scalars a
+    # step returns ("Invalid reduction dimension 0 for input with 0
+    # dimensions"); as vectors of one value they reduce to the same scalars.
+    for name in ('train_step', 'test_step'):
+      step = getattr(model, name)
+      setattr(model, name, lambda data, step=step: tf.nest.map_structure(
+          lambda v: tf.reshape(v, [1]), step(data)))
+
+
 def _steps_per_epoch(train_splits: Sequence[tf.data.Dataset],
                      batch_size: int) -> int:
   """One pass over every task's train split, in batches."""
@@ -117,7 +148,34 @@ def _steps_per_epoch(train_splits: Sequence[tf.data.Dataset],
   return max(1, math.ceil(sum(sizes) / batch_size))
 
 
-def with_counted_batches(dataset: tf.data.Dataset) -> tf.data.Dataset:
+def count_validation(dataset: tf.data.Dataset) -> Dict[str, float]:
+  """One pass over validation batches (x, targets, weights): what they hold.
+
+  Returns:
+    {'batches': number of batches, 'rows': rows in all (padding included),
+    'real': rows of weight > 0 over all tasks, and per task name
+    'real/<task>': rows of weight > 0 on that task's head}.
+  """
+  def add(totals, batch):
+    x, _, weights = batch
+    counts = {'batches': tf.constant(1., tf.float64),
+              'rows': tf.cast(tf.shape(x)[0], tf.float64)}
+    real = tf.zeros([tf.shape(x)[0]], tf.bool)
+    for name, w in weights.items():
+      counts[f'real/{name}'] = tf.reduce_sum(tf.cast(w > 0, tf.float64))
+      real = real | (w > 0)
+    counts['real'] = tf.reduce_sum(tf.cast(real, tf.float64))
+    return {k: totals[k] + v for k, v in counts.items()}
+
+  _, _, w_spec = dataset.element_spec
+  zero = tf.constant(0., tf.float64)
+  totals = {'batches': zero, 'rows': zero, 'real': zero}
+  totals.update({f'real/{name}': zero for name in w_spec})
+  return {k: float(v) for k, v in dataset.reduce(totals, add).items()}
+
+
+def with_counted_batches(dataset: tf.data.Dataset,
+                         count: Optional[int] = None) -> tf.data.Dataset:
   """`dataset` with its number of batches counted (one pass) and declared.
 
   Keras then ends each validation pass after the last batch instead of
@@ -126,8 +184,13 @@ def with_counted_batches(dataset: tf.data.Dataset) -> tf.data.Dataset:
   losses into AccumulateNV2, backed by a per-step temporary variable) it can
   leave that variable behind, so that the next training step fails with
   ALREADY_EXISTS (seen with multi-task LEAF at the start of epoch 2).
+
+  Args:
+    dataset: a finite dataset.
+    count: its number of batches when already known (no pass then).
   """
-  count = int(dataset.reduce(0, lambda count, _: count + 1))
+  if count is None:
+    count = int(dataset.reduce(0, lambda count, _: count + 1))
   return dataset.apply(tf.data.experimental.assert_cardinality(count))
 
 
@@ -159,11 +222,16 @@ def train(workdir: str = '/tmp/leaf_audio',
           multilabel: bool = False,
           strategy: str = 'default',
           data_dir: Optional[str] = None,
+          recompute_batchnorm: int = 50,
           verbose='auto') -> Dict[str, Dict]:
   """Trains, evaluates and exports a classifier; resumes an interrupted run.
 
   Re-running with the same `workdir` continues after the last completed
-  epoch (a finished run only re-evaluates and re-exports).
+  epoch (a finished run only re-evaluates and re-exports). The workdir
+  records the operative config and the datasets' identity (`run.json`): a
+  run that differs in anything but `workdir_lib.RESUMABLE` stops with the
+  differences listed; a run on a workdir another process is using stops at
+  once (`workdir_lib.WorkdirBusyError`).
 
   Args:
     workdir: where the checkpoints, logs, metrics and export go.
@@ -179,56 +247,78 @@ def train(workdir: str = '/tmp/leaf_audio',
     multilabel: sigmoid cross-entropy and mAP / AUC / d' metrics.
     strategy: tf.distribute strategy, one of STRATEGIES.
     data_dir: tensorflow-datasets data directory (None: its default).
+    recompute_batchnorm: before each validation, batch normalization
+      statistics are recomputed over this many training batches (at most one
+      epoch's steps; see `callbacks.recompute_batchnorm`); 0 keeps Keras'
+      moving averages.
     verbose: Keras `fit` verbosity (progress bars by default).
 
   Returns:
     the test metrics written to `workdir/metrics.json`.
   """
   _validate(num_epochs, steps_per_epoch, learning_rate, batch_size, strategy)
+  if not isinstance(recompute_batchnorm, int) or recompute_batchnorm < 0:
+    raise ValueError('train.recompute_batchnorm must be an int >= 0 (0: off), '
+                     f'got {recompute_batchnorm!r}')
   distribution = make_strategy(strategy)
   logging.info('Strategy %s: %d replica(s).', strategy,
                distribution.num_replicas_in_sync)
   workdir = worker_workdir(workdir, distribution)
   os.makedirs(workdir, exist_ok=True)
-  tasks = tasks_lib.load_tasks(list(datasets or [dataset]), data_dir)
-  num_classes = {t.name: t.num_classes for t in tasks}
-  logging.info('Tasks (name: classes): %s', num_classes)
-  streams = data.prepare([t.splits for t in tasks], num_classes,
-                         batch_size=batch_size)
-  steps_per_epoch = steps_per_epoch or _steps_per_epoch(
-      [t.splits['train'] for t in tasks], batch_size)
+  with workdir_lib.lock(workdir):
+    tasks = tasks_lib.load_tasks(list(datasets or [dataset]), data_dir)
+    num_classes = {t.key: t.num_classes for t in tasks}
+    logging.info('Tasks (name: classes): %s', num_classes)
+    streams = data.prepare([t.splits for t in tasks], num_classes,
+                           batch_size=batch_size)
+    steps_per_epoch = steps_per_epoch or _steps_per_epoch(
+        [t.splits['train'] for t in tasks], batch_size)
 
-  with distribution.scope():
-    model = build_model(num_classes, learning_rate, multilabel)
-  state = callbacks.TrainingState(os.path.join(workdir, 'state'))
-  initial_epoch = state.restore(model)
-  metric_name = 'auc' if multilabel else 'accuracy'
-  # Keras prefixes metric names with the output name only when there are
-  # several outputs.
-  monitor = ([f'val_{metric_name}'] if len(tasks) == 1 else
-             [f'val_{name}_{metric_name}' for name in num_classes])
-  best = callbacks.BestCheckpoint(workdir, monitor)
-  if initial_epoch < num_epochs:
-    model.fit(streams['train'],
-              validation_data=with_counted_batches(streams['eval']),
-              epochs=num_epochs, initial_epoch=initial_epoch,
-              steps_per_epoch=steps_per_epoch, verbose=verbose,
-              shuffle=False,
-              callbacks=[leaf_callbacks.RefreshFastPlans(), best,
-                         callbacks.ScalarSummaries(
-                             os.path.join(workdir, 'tensorboard')), state])
-  with open(os.path.join(workdir, 'operative_config.gin'), 'w') as f:
-    f.write(gin.operative_config_str())
+    with distribution.scope():
+      model = build_model(num_classes, learning_rate, multilabel)
+    # Everything configurable has been called: the operative config is whole.
+    operative_config = gin.operative_config_str()
+    workdir_lib.check_or_record(workdir, workdir_lib.make_record(
+        operative_config, [t.identity for t in tasks]))
+    if strategy != 'default':
+      _build_for_fit_from(model, next(iter(streams['train'])))
+    state = callbacks.TrainingState(os.path.join(workdir, 'state'))
+    initial_epoch = state.restore(model)
+    metric_name = 'auc' if multilabel else 'accuracy'
+    # Keras prefixes metric names with the output name only when there are
+    # several outputs.
+    monitor = ([f'val_{metric_name}'] if len(tasks) == 1 else
+               [f'val_{name}_{metric_name}' for name in num_classes])
+    best = callbacks.BestCheckpoint(workdir, monitor)
+    if initial_epoch < num_epochs:
+      counts = count_validation(streams['eval'])
+      model.fit(streams['train'],
+                validation_data=with_counted_batches(streams['eval'],
+                                                     int(counts['batches'])),
+                epochs=num_epochs, initial_epoch=initial_epoch,
+                steps_per_epoch=steps_per_epoch, verbose=verbose,
+                shuffle=False,
+                callbacks=[callbacks.RealExampleLoss(counts,
+                                                     list(num_classes)),
+                           leaf_callbacks.RefreshFastPlans(),
+                           callbacks.RecomputeBatchNorm(
+                               streams['train'],
+                               min(recompute_batchnorm, steps_per_epoch)),
+                           best,
+                           callbacks.ScalarSummaries(
+                               os.path.join(workdir, 'tensorboard')), state])
+    callbacks.write_text(os.path.join(workdir, 'operative_config.gin'),
+                         gin.operative_config_str())
 
-  if os.path.exists(best.weights_path):
-    model.load_weights(best.weights_path)
-  transform_fns = _pipeline_transforms()
-  results = evaluation.evaluate(model, tasks, transform_fns, batch_size,
-                                multilabel)
-  with open(os.path.join(workdir, 'metrics.json'), 'w') as f:
-    json.dump(results, f, indent=2)
-  logging.info('Test metrics: %s', results)
-  export.export(model, os.path.join(workdir, 'export'),
-                data.serving_transforms(transform_fns),
-                {t.name: t.class_names for t in tasks})
-  return results
+    if os.path.exists(best.weights_path):
+      model.load_weights(best.weights_path)
+    transform_fns = _pipeline_transforms()
+    results = evaluation.evaluate(model, tasks, transform_fns, batch_size,
+                                  multilabel)
+    callbacks.write_json(os.path.join(workdir, 'metrics.json'), results)
+    logging.info('Test metrics: %s', results)
+    export.export(model, os.path.join(workdir, 'export'),
+                  data.serving_transforms(transform_fns),
+                  {t.name: t.class_names for t in tasks},
+                  {t.key: t.name for t in tasks})
+    return results

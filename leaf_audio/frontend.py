@@ -17,6 +17,7 @@ Example:
 
 import importlib
 import math
+import numbers
 
 import gin
 import keras
@@ -167,8 +168,24 @@ def _default_pcen():
       learn_smooth_coef=True, per_channel_smooth_coef=True)
 
 
+def _check_types(**arguments):
+  """Raises a TypeError naming each argument of the wrong type.
+
+  `n_filters` and `n_fft` must be ints; the others (rates, lengths in ms,
+  frequencies) ints or floats. Booleans, strings and None are refused.
+  """
+  for name, value in arguments.items():
+    integral = name in ('n_filters', 'n_fft')
+    kind = numbers.Integral if integral else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+      raise TypeError(f'{name} must be {"an int" if integral else "a number"},'
+                      f' got {value!r} of type {type(value).__name__}.')
+
+
 def _frame_sizes(n_filters, sample_rate, window_len, window_stride):
   """(W, s): window taps and stride in samples, after checking the sizes."""
+  _check_types(n_filters=n_filters, sample_rate=sample_rate,
+               window_len=window_len, window_stride=window_stride)
   if n_filters < 1:
     raise ValueError(f'n_filters must be positive, got {n_filters}.')
   if sample_rate <= 0 or window_len <= 0 or window_stride <= 0:
@@ -720,6 +737,10 @@ class MelFilterbanks(keras.layers.Layer):
                compression_fn=log_compression, min_freq=60., max_freq=7800.,
                name='mel_filterbanks', **kwargs):
     super().__init__(name=name, **kwargs)
+    _check_types(n_filters=n_filters, sample_rate=sample_rate, n_fft=n_fft,
+                 window_len=window_len, window_stride=window_stride,
+                 min_freq=min_freq,
+                 **({} if max_freq is None else {'max_freq': max_freq}))
     self.n_filters = n_filters
     self.sample_rate = sample_rate
     self.n_fft = n_fft
@@ -772,10 +793,15 @@ class MelFilterbanks(keras.layers.Layer):
     """
     if keras.backend.backend() == 'tensorflow':
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      stft = tf.signal.stft(waveform, frame_length=self.window_size,
-                            frame_step=self.stride, fft_length=self.n_fft,
-                            pad_end=True)
-      return tf.math.square(tf.math.abs(stft))
+      # The RFFT kernel fails on an empty batch: answer [0, frames, bins].
+      frames = -(-tf.shape(waveform)[1] // self.stride)
+      return tf.cond(
+          tf.shape(waveform)[0] > 0,
+          lambda: tf.math.square(tf.math.abs(tf.signal.stft(
+              waveform, frame_length=self.window_size,
+              frame_step=self.stride, fft_length=self.n_fft, pad_end=True))),
+          lambda: tf.zeros(tf.stack([0, frames, self.n_fft // 2 + 1]),
+                           waveform.dtype))
     return self.power_spectrogram_with_ops(waveform)
 
   def power_spectrogram_with_ops(self, waveform):

@@ -114,3 +114,29 @@ def test_mel_filterbanks_at_other_sampling_rates_say_what_to_pass():
     frontend.MelFilterbanks(sample_rate=44100)
   mel = frontend.MelFilterbanks(sample_rate=44100, n_fft=2048)
   assert mel(np.zeros((1, 44100), np.float32)).shape == (1, 100, 40)
+
+
+@pytest.mark.parametrize('cls,frames', [
+    (frontend.Leaf, 100), (frontend.MelFilterbanks, 100),
+    (frontend.TimeDomainFilterbanks, 98), (frontend.SincNet, 100),
+    (frontend.SincNetPlus, 100)])
+def test_empty_batch_gives_empty_features(cls, frames):
+  layer = cls()
+  assert layer(np.zeros((0, 16000), np.float32)).shape == (0, frames, 40)
+  run = tf.function(layer, input_signature=[
+      tf.TensorSpec((None, None), tf.float32)])
+  assert run(tf.zeros((0, 16000))).shape == (0, frames, 40)
+  assert run(tf.ones((1, 16000)) * 0.1).shape == (1, frames, 40)
+
+
+@pytest.mark.parametrize('cls', FRONTENDS)
+@pytest.mark.parametrize('kwargs,pattern', [
+    ({'n_filters': '40'}, "n_filters must be an int, got '40' of type str"),
+    ({'n_filters': 40.0}, 'n_filters must be an int, got 40.0 of type float'),
+    ({'n_filters': True}, 'n_filters must be an int, got True'),
+    ({'sample_rate': '16000'}, "sample_rate must be a number, got '16000'"),
+    ({'window_len': None}, 'window_len must be a number, got None'),
+    ({'window_stride': '10'}, "window_stride must be a number, got '10'")])
+def test_constructor_arguments_of_the_wrong_type(cls, kwargs, pattern):
+  with pytest.raises(TypeError, match=pattern):
+    cls(**kwargs)

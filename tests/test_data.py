@@ -387,3 +387,97 @@ def test_tfds_dataset_with_nested_label_and_odd_split_names(tmp_path):
     tasks.load_task('tiny_nsynth_at8k', str(tmp_path))
   with pytest.raises(ValueError, match="no label feature 'label'"):
     tasks.load_task('tiny_nsynth', str(tmp_path))
+
+
+def test_two_runs_preparing_one_new_folder_at_once_both_work(tmp_path,
+                                                            monkeypatch):
+  """The second waits for the first's records instead of writing its own
+  (on main it crashed with FileExistsError)."""
+  import threading
+  files, names = fx.make_split_dataset(str(tmp_path / 'shared'),
+                                       counts=(2, 1, 1))
+  decode = folder_dataset.AudioFolder._decode
+  both_started = threading.Barrier(2, timeout=60)
+  calls = []
+
+  def counted_decode(self, path):
+    calls.append(path)
+    return decode(self, path)
+
+  real_make = folder_dataset.AudioFolder.__init__
+
+  made = []
+
+  def init(self, **kwargs):
+    real_make(self, **kwargs)
+    made.append(self)
+    if len(made) <= 2:  # Both runs' first builders exist before either
+      both_started.wait()  # prepares.
+
+  monkeypatch.setattr(folder_dataset.AudioFolder, '_decode', counted_decode)
+  monkeypatch.setattr(folder_dataset.AudioFolder, '__init__', init)
+  results, errors = [], []
+
+  def run():
+    try:
+      builder = folder_dataset.load_folder(str(tmp_path / 'shared'),
+                                           data_dir=str(tmp_path / 'tfds'))
+      results.append(sorted(
+          (ex['path'].numpy().decode(), int(ex['label']))
+          for split in ('train', 'validation', 'test')
+          for ex in builder.as_dataset(split=split)))
+    except Exception as e:  # pylint: disable=broad-except
+      errors.append(e)
+
+  threads = [threading.Thread(target=run) for _ in range(2)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join(120)
+  assert not errors, errors
+  expected = sorted((os.path.relpath(p, tmp_path / 'shared'), l)
+                    for split in files.values() for p, l in split)
+  assert results == [expected, expected]
+  assert len(calls) == len(expected)  # Decoded once, by one of the two.
+
+
+def test_task_keys_are_valid_for_keras_and_must_differ(monkeypatch):
+  fake = lambda name, data_dir: tasks.Task(name, ['a', 'b'], {})
+  monkeypatch.setattr(tasks, 'load_task', fake)
+  loaded = tasks.load_tasks(['kw bad', 'música-2', 'ok_1'], None)
+  assert [t.key for t in loaded] == ['kw_bad', 'm_sica_2', 'ok_1']
+  assert [t.name for t in loaded] == ['kw bad', 'música-2', 'ok_1']
+  with pytest.raises(ValueError, match=r"share a Keras output name in "
+                     r"\['kw_bad', 'kw_bad'\]"):
+    tasks.load_tasks(['kw bad', 'kw_bad'], None)
+
+
+def test_classes_missing_from_a_split_are_named(tmp_path, caplog):
+  root = tmp_path / 'uneven'
+  fx.make_split_dataset(str(root), counts=(2, 1, 1))
+  fx.write_wav(str(root / 'test' / 'only_test' / '0.wav'), fx.tone(900., .2))
+  fx.write_wav(str(root / 'train' / 'only_train' / '0.wav'),
+               fx.tone(1300., .2))
+  names, _ = folder_dataset.scan(str(root))
+  assert names == ['high', 'low', 'only_test', 'only_train']
+  warnings = [r.getMessage() for r in caplog.records
+              if r.levelname == 'WARNING']
+  assert any("['only_test'] have no train file" in w for w in warnings)
+  assert any("['only_test', 'only_train'] have no validation file" in w
+             for w in warnings)
+  assert any("['only_train'] have no test file" in w for w in warnings)
+  assert len(warnings) == 3
+  assert not any("'high'" in w or "'low'" in w for w in warnings)
+
+
+def test_a_single_class_is_refused(tmp_path):
+  for i in range(4):
+    fx.write_wav(str(tmp_path / 'one' / 'dog' / f'{i}.wav'), fx.tone(300., .1))
+  with pytest.raises(ValueError, match=r"1 class folder\(s\) \['dog'\]; a "
+                     'classifier needs at least 2'):
+    folder_dataset.scan(str(tmp_path / 'one'))
+  fx.make_split_dataset(str(tmp_path / 'split'), {'cat': 500.},
+                        counts=(2, 1, 1))
+  with pytest.raises(ValueError, match=r"\['cat'\]; a classifier needs"):
+    folder_dataset.load_folder(str(tmp_path / 'split'),
+                               data_dir=str(tmp_path / 'tfds'))

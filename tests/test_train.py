@@ -306,3 +306,246 @@ def test_mirrored_strategy_on_two_cpu_devices(corpus, tmp_path):
   assert results['tones']['examples'] == 4
   _check_against_export(str(tmp_path / 'run'), 'tones',
                         corpus['files']['test'])
+
+
+def _scalars(log_dir):
+  """{tag: [(step, value)]} of the epoch scalars under `log_dir`."""
+  found = {}
+  for name in sorted(os.listdir(log_dir)):
+    for event in tf.compat.v1.train.summary_iterator(
+        os.path.join(log_dir, name)):
+      for value in event.summary.value:
+        found.setdefault(value.tag, []).append(
+            (event.step, float(tf.make_ndarray(value.tensor))))
+  return found
+
+
+def _windows(path):
+  """A clip's 1 s windows (last one zero-padded), loudness-normalized."""
+  clip = _read_clip(path)
+  count = max(1, -(-len(clip) // 16000))
+  windows = np.pad(clip, (0, count * 16000 - len(clip))).reshape(count, 16000)
+  return data.loudness_normalization(tf.constant(windows)).numpy()
+
+
+def test_val_loss_is_the_mean_over_real_windows_only(tmp_path):
+  """Validation windows (6) do not fill the batches of 4: two padding rows
+  of weight 0. val_loss must be the NumPy cross-entropy over the 6 real
+  windows, as metrics.json's loss is over the real test clips."""
+  root = str(tmp_path / 'three')
+  files, names = fx.make_split_dataset(
+      root, {'a': 300., 'b': 900., 'c': 2700.}, counts=(2, 1, 1),
+      lengths=(0.6, 1.7, 2.4))
+  workdir = str(tmp_path / 'run')
+  _run('mel', _bindings(workdir, root, str(tmp_path / 'tfds')))
+  model = models.AudioClassifier({'three': 3},
+                                 frontend=frontend.MelFilterbanks(),
+                                 encoder=models.ConvNet(filters=[8, 8]))
+  model(tf.zeros([1, 16000]))
+  model.load_weights(os.path.join(workdir, 'best.weights.h5'))
+  nll = []
+  for path, label in files['validation']:
+    logits = model(_windows(path), training=False)['three'].numpy()
+    shifted = logits - logits.max(1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    nll += list(-log_probs[:, label])
+  assert len(nll) == 6
+  logged = _scalars(os.path.join(workdir, 'tensorboard', 'validation'))
+  assert logged['loss'] == [(1, pytest.approx(np.mean(nll), rel=1e-4))]
+  _check_against_export(workdir, 'three', files['test'])
+
+
+def test_a_folder_name_keras_refuses_keeps_its_name_in_the_outputs(tmp_path):
+  """'kw bad' is not a valid Keras scope name (main crashed at the first
+  step); the head is 'kw_bad' inside the model, 'kw bad' everywhere a user
+  looks."""
+  root = str(tmp_path / 'kw bad')
+  files, names = fx.make_split_dataset(root, counts=(2, 1, 1))
+  workdir = str(tmp_path / 'run')
+  results = _run('mel', _bindings(workdir, root, str(tmp_path / 'tfds')))
+  assert list(results) == ['kw bad']
+  with open(os.path.join(workdir, 'export', 'labels.json')) as f:
+    assert json.load(f) == {'kw bad': names}
+  _check_against_export(workdir, 'kw bad', files['test'])
+
+
+def _mock_metadata(data_dir, name, splits, size):
+  """Writes a named dataset's metadata with split sizes into `data_dir`, so
+  that tfds.testing.mock_data serves those splits (its code-only mode knows
+  no split; NSynth's own metadata writer needs apache_beam)."""
+  from google.protobuf import json_format  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder = tfds.builder(name, data_dir=data_dir)
+  builder.info.set_splits(tfds.core.SplitDict([
+      tfds.core.SplitInfo(name=s, shard_lengths=[size], num_bytes=0)
+      for s in splits]))
+  os.makedirs(builder.data_dir, exist_ok=True)
+  with open(os.path.join(builder.data_dir, 'dataset_info.json'), 'w') as f:
+    f.write(json_format.MessageToJson(builder.info.as_proto))
+  builder.info.features.save_config(builder.data_dir)
+
+
+@pytest.mark.parametrize('dataset,splits,key,classes', [
+    ('speech_commands', ('train', 'validation', 'test'), 'speech_commands',
+     12),
+    ('nsynth:instrument/family', ('train', 'valid', 'test'),
+     'nsynth_instrument_family', 11)])
+def test_named_tfds_dataset_end_to_end(dataset, splits, key, classes,
+                                       tmp_path):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from example import tasks  # pylint: disable=g-import-not-at-top
+  data_dir = str(tmp_path / 'tfds')
+  _mock_metadata(data_dir, dataset.split(':')[0], splits, 4)
+  workdir = str(tmp_path / 'run')
+  with tfds.testing.mock_data(num_examples=4, data_dir=data_dir):
+    results = _run('mel', _bindings(workdir, dataset, data_dir))
+    test = list(tasks.load_task(dataset, data_dir).splits['test'])
+  assert {k: (v['num_classes'], v['examples']) for k, v in results.items()
+          } == {key: (classes, 4)}
+  with open(os.path.join(workdir, 'export', 'labels.json')) as f:
+    assert len(json.load(f)[key]) == classes
+  serve = tf.saved_model.load(os.path.join(workdir, 'export')).signatures[
+      'serving_default']
+  logits = np.concatenate([
+      serve(waveform=data.to_float(e['audio'])[None])[key].numpy()
+      for e in test])
+  labels = np.array([int(e['label']) for e in test])
+  shifted = logits - logits.max(1, keepdims=True)
+  log_probs = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+  assert results[key]['accuracy'] == pytest.approx(
+      np.mean(logits.argmax(1) == labels), abs=1e-9)
+  assert results[key]['loss'] == pytest.approx(
+      -log_probs[np.arange(4), labels].mean(), rel=1e-4, abs=1e-5)
+
+
+_WORKER = """
+import json, os, sys
+WRITES = []
+
+def audit(event, args):
+  if event == 'open' and isinstance(args[0], (str, bytes, os.PathLike)):
+    mode, flags = args[1], args[2]
+    if (mode and set(str(mode)) & set('wax+')) or (
+        mode is None and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)):
+      WRITES.append(os.fsdecode(args[0]))
+  elif event in ('os.rename', 'os.symlink'):
+    WRITES.append(os.fsdecode(args[1]))
+  elif event in ('os.remove', 'os.mkdir', 'shutil.rmtree'):
+    WRITES.append(os.fsdecode(args[0]))
+
+import keras
+from example import main, train
+keras.config.disable_traceback_filtering()
+keras.utils.set_random_seed(0)
+main.parse_config([{config!r}], {bindings!r})
+sys.addaudithook(audit)
+results = train.train(verbose=0)
+print('RESULTS', json.dumps(results))
+print('WRITES', json.dumps([os.path.abspath(p) for p in WRITES]))
+"""
+
+
+def _free_ports(count):
+  import socket  # pylint: disable=g-import-not-at-top
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(('localhost', 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+def _weights(path):
+  import h5py  # pylint: disable=g-import-not-at-top
+  found = {}
+  with h5py.File(path) as f:
+    f.visititems(lambda name, item: found.__setitem__(name, item[()]) if
+                 isinstance(item, h5py.Dataset) else None)
+  return found
+
+
+def test_two_multi_worker_mirrored_workers_match_one_process(tmp_path):
+  """Two local workers (TF_CONFIG on localhost ports), 3 steps of global
+  batch 4, against one process with the same global batch. The data stream
+  is deterministic (1 s clips, so the crop is the clip; a shuffle buffer of
+  1) and the ConvNet has neither batch normalization (whose statistics are
+  per replica) nor dropout, so the two runs take the same steps."""
+  from example import folder_dataset  # pylint: disable=g-import-not-at-top
+  root, data_dir = str(tmp_path / 'tones'), str(tmp_path / 'tfds')
+  files, _ = fx.make_split_dataset(root, counts=(4, 1, 2), lengths=(1.0,))
+  folder_dataset.load_folder(root, data_dir)  # Prepared once, beforehand.
+  extra = ['ConvBlock.normalization_layer = None', 'ConvBlock.dropout = 0.0',
+           'prepare.shuffle_buffer = 1', 'train.steps_per_epoch = 3']
+  config = os.path.join(REPO, 'configs', 'mel.gin')
+  env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'}
+  env.pop('TF_CONFIG', None)
+  ports = _free_ports(2)
+  cluster = {'worker': [f'localhost:{p}' for p in ports]}
+  processes = []
+  for name, strategy, index in (('one', 'default', None),
+                                ('multi', 'multi_worker_mirrored', 0),
+                                ('multi', 'multi_worker_mirrored', 1)):
+    bindings = _bindings(tmp_path / name, root, data_dir,
+                         extra + [f"train.strategy = '{strategy}'"])
+    worker_env = dict(env)
+    if index is not None:
+      worker_env['TF_CONFIG'] = json.dumps(
+          {'cluster': cluster, 'task': {'type': 'worker', 'index': index}})
+    processes.append(subprocess.Popen(
+        [sys.executable, '-c', _WORKER.format(config=config,
+                                              bindings=bindings)],
+        cwd=REPO, env=worker_env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True))
+  outputs = []
+  for process in processes:
+    out, err = process.communicate(timeout=400)
+    assert process.returncode == 0, err[-8000:]
+    outputs.append(dict(line.split(' ', 1) for line in out.splitlines()
+                        if line.startswith(('RESULTS', 'WRITES'))))
+  single, chief, other = [json.loads(o['RESULTS']) for o in outputs]
+  assert chief == other  # Both workers end with the same model.
+  assert chief['tones']['examples'] == 4
+  assert chief['tones']['accuracy'] == single['tones']['accuracy']
+  assert chief['tones']['loss'] == pytest.approx(single['tones']['loss'],
+                                                 rel=1e-4)
+  ours = _weights(str(tmp_path / 'multi' / 'state' / 'epoch_00001.weights.h5'))
+  theirs = _weights(str(tmp_path / 'one' / 'state' / 'epoch_00001.weights.h5'))
+  assert sorted(ours) == sorted(theirs)
+  for name in ours:
+    np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-4,
+                               atol=1e-6, err_msg=name)
+  # Only the chief writes to the workdir; worker 1 under workers/worker_1.
+  workdir = str(tmp_path / 'multi')
+  mine = os.path.join(workdir, 'workers', 'worker_1')
+  outside = [p for p in json.loads(outputs[2]['WRITES'])
+             if p.startswith(workdir + os.sep) and not p.startswith(mine)
+             and p != os.path.join(workdir, 'workers')]
+  assert not outside
+  assert os.path.exists(os.path.join(mine, 'export', 'saved_model.pb'))
+  assert json.load(open(os.path.join(workdir, 'metrics.json'))) == chief
+  assert sorted(os.listdir(os.path.join(workdir, 'workers'))) == ['worker_1']
+  _check_against_export(workdir, 'tones', files['test'])
+
+
+def test_recompute_batchnorm_averages_the_batch_statistics():
+  from example import callbacks  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(2)
+  dense = keras.layers.Dense(3)
+  model = keras.Sequential([keras.Input((5,)), dense,
+                            keras.layers.BatchNormalization(momentum=0.99)])
+  rng = np.random.default_rng(0)
+  batches = [(rng.normal(2., 3., (8, 5)).astype(np.float32), None)
+             for _ in range(4)]
+  kernel, bias = [w.numpy() for w in dense.weights]
+  hidden = [x @ kernel + bias for x, _ in batches]
+  assert callbacks.recompute_batchnorm(model, batches) == 4
+  norm = model.layers[-1]
+  np.testing.assert_allclose(norm.moving_mean.numpy(),
+                             np.mean([h.mean(0) for h in hidden], 0),
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(norm.moving_variance.numpy(),
+                             np.mean([h.var(0) for h in hidden], 0),
+                             rtol=1e-4)
+  assert norm.momentum == 0.99  # Restored.
+  assert callbacks.recompute_batchnorm(keras.Sequential([dense]), batches) == 0
