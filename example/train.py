@@ -27,6 +27,7 @@ from . import callbacks
 from . import data
 from . import evaluation
 from . import export
+from . import pretrained
 from . import tasks as tasks_lib
 from leaf_audio import callbacks as leaf_callbacks
 from leaf_audio import models
@@ -88,18 +89,22 @@ def _losses_and_metrics(task_names: Sequence[str], multilabel: bool):
 
 
 def build_model(num_classes: Dict[str, int], learning_rate: float,
-                multilabel: bool) -> keras.Model:
+                multilabel: bool, init_from: Optional[str] = None,
+                freeze: Optional[str] = None) -> keras.Model:
   """The gin-configured `AudioClassifier`, built and compiled with Adam.
 
   Args:
     num_classes: task name -> number of classes (one head each).
     learning_rate: Adam's learning rate.
     multilabel: sigmoid instead of softmax cross-entropy.
+    init_from: pre-training workdir the frontend and encoder come from
+      (`example.pretrained`); None for the gin-configured ones.
+    freeze: None, 'frontend' or 'encoder' (`example.pretrained`).
 
   Returns:
     the compiled model, mapping waveforms [batch, samples] to task -> logits.
   """
-  model = models.AudioClassifier(num_outputs=num_classes)
+  model = pretrained.classifier(num_classes, init_from, freeze)
   model(tf.zeros([1, data.WINDOW]))
   losses, metrics = _losses_and_metrics(list(num_classes), multilabel)
   model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses,
@@ -159,6 +164,8 @@ def train(workdir: str = '/tmp/leaf_audio',
           multilabel: bool = False,
           strategy: str = 'default',
           data_dir: Optional[str] = None,
+          init_from: Optional[str] = None,
+          freeze: Optional[str] = None,
           verbose='auto') -> Dict[str, Dict]:
   """Trains, evaluates and exports a classifier; resumes an interrupted run.
 
@@ -179,12 +186,16 @@ def train(workdir: str = '/tmp/leaf_audio',
     multilabel: sigmoid cross-entropy and mAP / AUC / d' metrics.
     strategy: tf.distribute strategy, one of STRATEGIES.
     data_dir: tensorflow-datasets data directory (None: its default).
+    init_from: a pre-training workdir (`example.pretrain`) whose frontend and
+      encoder (architecture and weights) the classifier starts from.
+    freeze: None, 'frontend' or 'encoder' (a linear probe): what stays fixed.
     verbose: Keras `fit` verbosity (progress bars by default).
 
   Returns:
     the test metrics written to `workdir/metrics.json`.
   """
   _validate(num_epochs, steps_per_epoch, learning_rate, batch_size, strategy)
+  pretrained.check(init_from, freeze)
   distribution = make_strategy(strategy)
   logging.info('Strategy %s: %d replica(s).', strategy,
                distribution.num_replicas_in_sync)
@@ -199,7 +210,8 @@ def train(workdir: str = '/tmp/leaf_audio',
       [t.splits['train'] for t in tasks], batch_size)
 
   with distribution.scope():
-    model = build_model(num_classes, learning_rate, multilabel)
+    model = build_model(num_classes, learning_rate, multilabel, init_from,
+                        freeze)
   state = callbacks.TrainingState(os.path.join(workdir, 'state'))
   initial_epoch = state.restore(model)
   metric_name = 'auc' if multilabel else 'accuracy'
