@@ -2,23 +2,30 @@
 bundled corpus (`python -m example.ssl_demo`, `make ssl-demo`).
 
 For each frontend (LEAF initialized on the mel scale, LEAF initialized at
-random, SincNet, mel-filterbanks), in its own child processes:
+random, SincNet, mel-filterbanks):
 
-1. `example.pretrain` on configs/ssl/<frontend>.gin + configs/ssl/demo.gin:
-   COLA on the training clips of data/demo_corpus's three tasks, without
-   their labels (the test clips stay unseen);
-2. `example.main` with `train.init_from` = that workdir and
-   `train.freeze = 'encoder'`: a linear probe (one head per task) on the
-   frozen, pre-trained frontend and encoder, `--runs` times;
-3. the same probe on an untrained frontend and encoder (`train.init_from =
-   None`): the floor, `--runs` times.
+1. `example.pretrain` (a child process) on configs/ssl/<frontend>.gin +
+   configs/ssl/demo.gin: COLA on the training clips of data/demo_corpus's
+   three tasks, without their labels (the test clips stay unseen);
+2. a linear probe per task on the frozen, pre-trained frontend and encoder:
+   the encoder's max-pooled output (the embedding `AudioClassifier`'s heads
+   read) of every 1 s window of the task's train and test clips, computed
+   once in inference mode; a softmax regression on the train embeddings
+   (standardized with the train statistics), `--probe_seeds` times from
+   different head initializations; test accuracy with the logits averaged
+   over each clip's windows, as `example.main` evaluates;
+3. the same probe on an untrained frontend and encoder (the floor), built
+   from the same config with `--floor_runs` random initializations.
+
+Probing embeddings computed once, rather than running `example.main` with
+`train.init_from` and `train.freeze = 'encoder'` (the same linear heads on
+the same frozen layers), lets the heads train for many steps in seconds on
+two CPU cores; `example.main`'s probe costs a frontend and encoder forward
+pass per step, plus evaluation and export, for every probe.
 
 It writes runs/ssl_demo/results.json (every run's test accuracy) and
-runs/ssl_demo/summary.md: mean test accuracy per task over the runs, with
-the range, next to the supervised accuracy of `make demo` when its runs are
-there. Finished runs are reused and interrupted ones resume, so a second
-invocation only completes what is missing; `--bindings` adds gin bindings to
-every run (e.g. a tiny size for a check).
+runs/ssl_demo/summary.md: mean test accuracy per task with the range over
+the runs. Finished pre-trainings are reused and interrupted ones resume.
 """
 
 import json
@@ -30,10 +37,16 @@ from typing import Dict, List, Optional, Sequence
 
 from absl import app
 from absl import flags
+import gin
+import keras
 import numpy as np
+import tensorflow as tf
 
-from example import callbacks
+from example import cola
+from example import data
 from example import main as main_lib
+from example import pretrained
+from example import tasks as tasks_lib
 
 REPO_ROOT = main_lib.REPO_ROOT
 # key -> (name in the table, pre-training config).
@@ -44,13 +57,15 @@ FRONTENDS = {
     'mel': ('mel', 'configs/ssl/mel.gin'),
 }
 DEMO_CONFIG = 'configs/ssl/demo.gin'
-# Supervised runs of `make demo` (configs/demo.gin, configs/demo_mel.gin).
-SUPERVISED = {'leaf': 'runs/demo/leaf', 'mel': 'runs/demo/mel'}
 
 flags.DEFINE_string('workdir', 'runs/ssl_demo', 'Where every run goes.')
 flags.DEFINE_list('frontends', list(FRONTENDS), 'Frontends, in order.')
-flags.DEFINE_integer('runs', 1, 'Probes (and floors) per frontend.')
-flags.DEFINE_multi_string('bindings', [], 'Gin bindings added to every run.')
+flags.DEFINE_integer('floor_runs', 3, 'Untrained networks probed per '
+                     'frontend.')
+flags.DEFINE_integer('probe_seeds', 3, 'Head initializations per probe.')
+flags.DEFINE_integer('probe_steps', 500, 'Full-batch Adam steps of a probe.')
+flags.DEFINE_multi_string('bindings', [], 'Gin bindings added to every '
+                          'pre-training (e.g. a tiny size for a check).')
 FLAGS = flags.FLAGS
 
 
@@ -76,30 +91,90 @@ def _child(module: str, configs: Sequence[str], bindings: Sequence[str],
   return time.monotonic() - start
 
 
-def _pretrained(workdir: str) -> bool:
-  return os.path.exists(os.path.join(workdir, 'operative_config.gin'))
-
-
 def pretrain(key: str, workdir: str, extra: Sequence[str]) -> Optional[float]:
   """Pre-trains one frontend unless done; its wall time (None: reused)."""
-  if _pretrained(workdir):
+  if os.path.exists(os.path.join(workdir, 'operative_config.gin')):
     return None
   return _child('example.pretrain', [FRONTENDS[key][1], DEMO_CONFIG],
                 [f"pretrain.workdir = '{workdir}'"] + list(extra),
                 os.path.join(workdir, 'log.txt'))
 
 
-def probe(key: str, workdir: str, init_from: Optional[str],
-          extra: Sequence[str]) -> Dict[str, float]:
-  """A frozen-encoder probe (of `init_from`, or of an untrained network)."""
-  metrics_path = os.path.join(workdir, 'metrics.json')
-  if not os.path.exists(metrics_path):
-    origin = 'None' if init_from is None else f"'{init_from}'"
-    _child('example.main', [FRONTENDS[key][1], DEMO_CONFIG],
-           [f"train.workdir = '{workdir}'", f'train.init_from = {origin}'] +
-           list(extra), os.path.join(workdir, 'log.txt'))
-  metrics = callbacks.read_json(metrics_path)
-  return {task: m['accuracy'] for task, m in metrics.items()}
+def _parse(key: str) -> None:
+  gin.clear_config()
+  main_lib.parse_config([FRONTENDS[key][1], DEMO_CONFIG], [])
+
+
+def untrained(key: str, seed: int) -> cola.ColaModel:
+  """The frontend and encoder of `key`'s config, freshly initialized."""
+  _parse(key)
+  try:
+    keras.utils.set_random_seed(seed)
+    model = cola.from_gin()
+  finally:
+    gin.clear_config()
+  model((tf.zeros([1, data.WINDOW]),) * 2)
+  return model
+
+
+def embeddings(model, split: tf.data.Dataset, batch_size: int = 64):
+  """Pooled encoder outputs of every 1 s window of a split's clips.
+
+  Returns:
+    (embeddings [windows, d], clip index [windows], label [windows]).
+  """
+  @tf.function
+  def embed(windows):
+    return model.pooled(model.frontend(windows, training=False))
+
+  stream = data.window_stream(split, data.DEFAULT_TRANSFORMS).batch(
+      batch_size)
+  values, clips, labels = [], [], []
+  for windows, clip, label in stream:
+    values.append(embed(windows).numpy())
+    clips.append(clip.numpy())
+    labels.append(label.numpy())
+  return (np.concatenate(values), np.concatenate(clips),
+          np.concatenate(labels))
+
+
+def fit_probe(train_x, train_y, num_classes: int, seed: int,
+              steps: int) -> keras.Model:
+  """Softmax regression on standardized embeddings, full-batch Adam."""
+  keras.utils.set_random_seed(seed)
+  mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+  head = keras.Sequential([
+      keras.layers.Input((train_x.shape[1],)),
+      keras.layers.Normalization(mean=mean, variance=std**2),
+      keras.layers.Dense(num_classes)])
+  head.compile(optimizer=keras.optimizers.Adam(1e-2),
+               loss=keras.losses.SparseCategoricalCrossentropy(
+                   from_logits=True))
+  head.fit(train_x, train_y, batch_size=len(train_x), epochs=steps,
+           verbose=0)
+  return head
+
+
+def clip_accuracy(head, x, clips, labels) -> float:
+  """Accuracy with the logits averaged over each clip's windows."""
+  logits = head.predict(x, verbose=0)
+  order = np.unique(clips)
+  mean_logits = np.stack([logits[clips == c].mean(0) for c in order])
+  truth = np.array([labels[clips == c][0] for c in order])
+  return float(np.mean(mean_logits.argmax(1) == truth))
+
+
+def probe(model, tasks, seeds: Sequence[int], steps: int) -> List[Dict]:
+  """Test accuracy per task of linear probes on `model`'s embeddings, one
+  dict per head seed."""
+  results = [{} for _ in seeds]
+  for task in tasks:
+    train_x, _, train_y = embeddings(model, task.splits['train'])
+    test = embeddings(model, task.splits['test'])
+    for result, seed in zip(results, seeds):
+      head = fit_probe(train_x, train_y, task.num_classes, seed, steps)
+      result[task.name] = clip_accuracy(head, *test)
+  return results
 
 
 def _cell(values: List[float]) -> str:
@@ -115,8 +190,7 @@ def format_table(results: Dict, tasks: Sequence[str]) -> str:
   """Markdown: one row per frontend and kind (probe, floor, supervised)."""
   lines = ['| frontend | probe of | ' + ' | '.join(tasks) + ' |',
            '|---|---|' + '---:|' * len(tasks)]
-  kinds = (('probe', 'COLA pre-trained'), ('floor', 'untrained (floor)'),
-           ('supervised', 'supervised (make demo)'))
+  kinds = (('probe', 'COLA pre-trained'), ('floor', 'untrained (floor)'))
   for key, result in results.items():
     for kind, label in kinds:
       runs = result.get(kind) or []
@@ -135,38 +209,45 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f'unknown --frontends {unknown}; expected some of '
                          f'{list(FRONTENDS)}')
   root = os.path.join(REPO_ROOT, FLAGS.workdir)
+  _parse(FLAGS.frontends[0])
+  try:
+    datasets = gin.query_parameter('pretrain.datasets')
+    data_dir = gin.query_parameter('pretrain.data_dir')
+  finally:
+    gin.clear_config()
+  tasks = tasks_lib.load_tasks(datasets, os.path.join(REPO_ROOT, data_dir))
+  seeds = list(range(FLAGS.probe_seeds))
+  results_path = os.path.join(root, 'results.json')
   results = {}
+  if os.path.exists(results_path):
+    with open(results_path) as f:
+      results = json.load(f)
   for key in FLAGS.frontends:
     pre_dir = os.path.join(root, key, 'pretrain')
     seconds = pretrain(key, pre_dir, FLAGS.bindings)
     print(f'{key}: pre-trained in {pre_dir}' +
           ('' if seconds is None else f' ({seconds / 60:.1f} min)'),
           flush=True)
-    result = {'pretrain_seconds': seconds, 'probe': [], 'floor': []}
-    for run in range(FLAGS.runs):
-      result['probe'].append(probe(
-          key, os.path.join(root, key, f'probe_{run}'), pre_dir,
-          FLAGS.bindings))
-      result['floor'].append(probe(
-          key, os.path.join(root, key, f'floor_{run}'), None, FLAGS.bindings))
-      print(f'{key} run {run}: probe {result["probe"][-1]}, floor '
-            f'{result["floor"][-1]}', flush=True)
-    supervised = os.path.join(REPO_ROOT, SUPERVISED.get(key, '-'),
-                              'metrics.json')
-    if os.path.exists(supervised):
-      metrics = callbacks.read_json(supervised)
-      result['supervised'] = [{t: m['accuracy'] for t, m in metrics.items()}]
+    result = {'pretrain_seconds': seconds,
+              'probe': probe(pretrained.load(pre_dir), tasks, seeds,
+                             FLAGS.probe_steps),
+              'floor': []}
+    print(f'{key} probe: {result["probe"]}', flush=True)
+    for run in range(FLAGS.floor_runs):
+      result['floor'] += probe(untrained(key, 1000 + run), tasks, seeds[:1],
+                               FLAGS.probe_steps)
+      print(f'{key} floor {run}: {result["floor"][-1]}', flush=True)
     results[key] = result
-  tasks = list(dict.fromkeys(
-      t for r in results.values() for runs in (r['probe'], r['floor'])
-      for run in runs for t in run))
-  table = format_table(results, tasks)
-  with open(os.path.join(root, 'results.json'), 'w') as f:
-    json.dump(results, f, indent=2)
+    with open(results_path + '.tmp', 'w') as f:
+      json.dump(results, f, indent=2)
+    os.replace(results_path + '.tmp', results_path)
+  task_names = [t.name for t in tasks]
+  table = format_table(results, task_names)
   with open(os.path.join(root, 'summary.md'), 'w') as f:
     f.write(table)
-  print(f'\nTest accuracy (%), mean (min-max) over {FLAGS.runs} run(s):\n\n'
-        f'{table}')
+  print(f'\nTest accuracy (%), mean (min-max): probes over {len(seeds)} head '
+        f'seed(s) of one pre-training, floors over {FLAGS.floor_runs} '
+        f'untrained network(s):\n\n{table}')
 
 
 if __name__ == '__main__':
