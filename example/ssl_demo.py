@@ -66,6 +66,9 @@ flags.DEFINE_integer('probe_seeds', 3, 'Head initializations per probe.')
 flags.DEFINE_integer('probe_steps', 500, 'Full-batch Adam steps of a probe.')
 flags.DEFINE_multi_string('bindings', [], 'Gin bindings added to every '
                           'pre-training (e.g. a tiny size for a check).')
+flags.DEFINE_bool('skip_pretraining', False, 'Probe each workdir\'s '
+                  'pretrained.keras as it stands (after its last completed '
+                  'epoch), without pre-training further.')
 FLAGS = flags.FLAGS
 
 
@@ -188,15 +191,16 @@ def _cell(values: List[float]) -> str:
 
 def format_table(results: Dict, tasks: Sequence[str]) -> str:
   """Markdown: one row per frontend and kind (probe, floor, supervised)."""
-  lines = ['| frontend | probe of | ' + ' | '.join(tasks) + ' |',
-           '|---|---|' + '---:|' * len(tasks)]
+  lines = ['| frontend | probe of | COLA steps | ' + ' | '.join(tasks) +
+           ' |', '|---|---|---:|' + '---:|' * len(tasks)]
   kinds = (('probe', 'COLA pre-trained'), ('floor', 'untrained (floor)'))
   for key, result in results.items():
     for kind, label in kinds:
       runs = result.get(kind) or []
       if runs:
         cells = [_cell([r[t] for r in runs if t in r]) for t in tasks]
-        lines.append(f'| {FRONTENDS[key][0]} | {label} | ' +
+        steps = result.get('pretrain_steps', '') if kind == 'probe' else 0
+        lines.append(f'| {FRONTENDS[key][0]} | {label} | {steps} | ' +
                      ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n'
 
@@ -224,11 +228,18 @@ def main(argv: Sequence[str]) -> None:
       results = json.load(f)
   for key in FLAGS.frontends:
     pre_dir = os.path.join(root, key, 'pretrain')
-    seconds = pretrain(key, pre_dir, FLAGS.bindings)
-    print(f'{key}: pre-trained in {pre_dir}' +
+    seconds = None
+    if not FLAGS.skip_pretraining:
+      seconds = pretrain(key, pre_dir, FLAGS.bindings)
+    with open(os.path.join(pre_dir, 'state', 'state.json')) as f:
+      state = json.load(f)
+    print(f'{key}: pre-trained in {pre_dir}, {state["epoch"]} epoch(s), '
+          f'{state["iterations"]} steps' +
           ('' if seconds is None else f' ({seconds / 60:.1f} min)'),
           flush=True)
     result = {'pretrain_seconds': seconds,
+              'pretrain_epochs': state['epoch'],
+              'pretrain_steps': state['iterations'],
               'probe': probe(pretrained.load(pre_dir), tasks, seeds,
                              FLAGS.probe_steps),
               'floor': []}
@@ -237,6 +248,11 @@ def main(argv: Sequence[str]) -> None:
       result['floor'] += probe(untrained(key, 1000 + run), tasks, seeds[:1],
                                FLAGS.probe_steps)
       print(f'{key} floor {run}: {result["floor"][-1]}', flush=True)
+    # Merged with what the file holds now (another invocation may be
+    # probing other frontends into the same workdir).
+    if os.path.exists(results_path):
+      with open(results_path) as f:
+        results = {**json.load(f), **results}
     results[key] = result
     with open(results_path + '.tmp', 'w') as f:
       json.dump(results, f, indent=2)
