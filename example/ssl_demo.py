@@ -46,6 +46,7 @@ from example import cola
 from example import data
 from example import main as main_lib
 from example import pretrained
+from example import probing
 from example import tasks as tasks_lib
 
 REPO_ROOT = main_lib.REPO_ROOT
@@ -120,66 +121,6 @@ def untrained(key: str, seed: int) -> cola.ColaModel:
   return model
 
 
-def embeddings(model, split: tf.data.Dataset, batch_size: int = 64):
-  """Pooled encoder outputs of every 1 s window of a split's clips.
-
-  Returns:
-    (embeddings [windows, d], clip index [windows], label [windows]).
-  """
-  @tf.function
-  def embed(windows):
-    return model.pooled(model.frontend(windows, training=False))
-
-  stream = data.window_stream(split, data.DEFAULT_TRANSFORMS).batch(
-      batch_size)
-  values, clips, labels = [], [], []
-  for windows, clip, label in stream:
-    values.append(embed(windows).numpy())
-    clips.append(clip.numpy())
-    labels.append(label.numpy())
-  return (np.concatenate(values), np.concatenate(clips),
-          np.concatenate(labels))
-
-
-def fit_probe(train_x, train_y, num_classes: int, seed: int,
-              steps: int) -> keras.Model:
-  """Softmax regression on standardized embeddings, full-batch Adam."""
-  keras.utils.set_random_seed(seed)
-  mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-  head = keras.Sequential([
-      keras.layers.Input((train_x.shape[1],)),
-      keras.layers.Normalization(mean=mean, variance=std**2),
-      keras.layers.Dense(num_classes)])
-  head.compile(optimizer=keras.optimizers.Adam(1e-2),
-               loss=keras.losses.SparseCategoricalCrossentropy(
-                   from_logits=True))
-  head.fit(train_x, train_y, batch_size=len(train_x), epochs=steps,
-           verbose=0)
-  return head
-
-
-def clip_accuracy(head, x, clips, labels) -> float:
-  """Accuracy with the logits averaged over each clip's windows."""
-  logits = head.predict(x, verbose=0)
-  order = np.unique(clips)
-  mean_logits = np.stack([logits[clips == c].mean(0) for c in order])
-  truth = np.array([labels[clips == c][0] for c in order])
-  return float(np.mean(mean_logits.argmax(1) == truth))
-
-
-def probe(model, tasks, seeds: Sequence[int], steps: int) -> List[Dict]:
-  """Test accuracy per task of linear probes on `model`'s embeddings, one
-  dict per head seed."""
-  results = [{} for _ in seeds]
-  for task in tasks:
-    train_x, _, train_y = embeddings(model, task.splits['train'])
-    test = embeddings(model, task.splits['test'])
-    for result, seed in zip(results, seeds):
-      head = fit_probe(train_x, train_y, task.num_classes, seed, steps)
-      result[task.name] = clip_accuracy(head, *test)
-  return results
-
-
 def _cell(values: List[float]) -> str:
   if not values:
     return ''
@@ -240,12 +181,13 @@ def main(argv: Sequence[str]) -> None:
     result = {'pretrain_seconds': seconds,
               'pretrain_epochs': state['epoch'],
               'pretrain_steps': state['iterations'],
-              'probe': probe(pretrained.load(pre_dir), tasks, seeds,
+              'probe': probing.probe(pretrained.load(pre_dir), tasks, seeds,
                              FLAGS.probe_steps),
               'floor': []}
     print(f'{key} probe: {result["probe"]}', flush=True)
     for run in range(FLAGS.floor_runs):
-      result['floor'] += probe(untrained(key, 1000 + run), tasks, seeds[:1],
+      result['floor'] += probing.probe(untrained(key, 1000 + run), tasks,
+                                        seeds[:1],
                                FLAGS.probe_steps)
       print(f'{key} floor {run}: {result["floor"][-1]}', flush=True)
     # Merged with what the file holds now (another invocation may be

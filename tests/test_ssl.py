@@ -21,6 +21,7 @@ from example import cola
 from example import main
 from example import pretrained
 from example import pretraining
+from example import probing
 from example import train
 from leaf_audio import convolution
 from leaf_audio import frontend
@@ -433,3 +434,17 @@ def test_bad_init_from_and_freeze_are_refused(tmp_path):
     pretrained.check(None, 'heads')
   with pytest.raises(ValueError, match='example.pretrain'):
     pretrained.check(str(tmp_path), 'encoder')
+
+
+def test_demo_probe_fits_separable_embeddings_and_averages_clip_logits():
+  rng = np.random.default_rng(0)
+  labels = np.repeat(np.arange(3), 20)
+  centers = rng.normal(size=(3, 5)) * 4
+  x = (centers[labels] + rng.normal(size=(60, 5))).astype('float32')
+  head = probing.fit_probe(x, labels, 3, seed=0, steps=200)
+  clips = np.arange(60) // 2  # Two windows per clip.
+  logits = head.predict(x, verbose=0)
+  mean_logits = logits.reshape(30, 2, 3).mean(1)
+  expected = np.mean(mean_logits.argmax(1) == labels[::2])
+  assert probing.clip_accuracy(head, x, clips, labels) == expected
+  assert expected > 0.9
