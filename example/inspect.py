@@ -45,10 +45,10 @@ import gin
 import keras
 import numpy as np
 
-from example import audio_io
-from example import data
-from example import main as main_lib
-from example import pretrained
+from . import audio_io
+from . import data
+from . import main as main_lib
+from . import pretrained
 from leaf_audio import convolution
 from leaf_audio import frontend as frontend_lib
 from leaf_audio import melfilters

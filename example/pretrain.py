@@ -10,8 +10,8 @@ from typing import Sequence
 
 from absl import app
 
-from example import main as main_lib
-from example import pretraining
+from . import main as main_lib
+from . import pretraining
 
 FLAGS = main_lib.FLAGS  # --gin_config and --gin_bindings.
 

@@ -23,7 +23,7 @@ from typing import Dict, Optional
 
 import keras
 
-from example import cola  # pylint: disable=unused-import (registers ColaModel for loading)
+from . import cola  # pylint: disable=unused-import (registers ColaModel for loading)
 from leaf_audio import models
 
 PRETRAINED_FILE = 'pretrained.keras'

@@ -26,14 +26,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from example import audio_io
-from example import callbacks
-from example import cola
-from example import data
-from example import folder_dataset
-from example import pretrained
-from example import tasks as tasks_lib
-from example import train as train_lib
+from . import audio_io
+from . import callbacks
+from . import cola
+from . import data
+from . import folder_dataset
+from . import pretrained
+from . import tasks as tasks_lib
+from . import train as train_lib
 from leaf_audio import callbacks as leaf_callbacks
 
 PRETRAINED_FILE = pretrained.PRETRAINED_FILE

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from example import data
+from . import data
 
 
 def embedding_fn(model, batch_size: int = 64):

@@ -42,12 +42,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from example import cola
-from example import data
-from example import main as main_lib
-from example import pretrained
-from example import probing
-from example import tasks as tasks_lib
+from . import cola
+from . import data
+from . import main as main_lib
+from . import pretrained
+from . import pretraining  # pylint: disable=unused-import (pretrain.* bindings)
+from . import probing
+from . import tasks as tasks_lib
 
 REPO_ROOT = main_lib.REPO_ROOT
 # key -> (name in the table, pre-training config).
