@@ -40,3 +40,9 @@ test-torch: .venv-torch/.installed
 .PHONY: demo
 demo: venv
 	$(PY) -m example.demo
+
+# Self-supervised demo: COLA pre-training of four frontends on the corpus,
+# linear probes and untrained floors (README, "Self-supervised pre-training").
+.PHONY: ssl-demo
+ssl-demo: venv
+	$(PY) -m example.ssl_demo

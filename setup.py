@@ -46,6 +46,8 @@ setuptools.setup(
         # Running exported .tflite models (example/export_tflite.py checks
         # its conversions with it).
         'tflite': ['ai-edge-litert>=1.2'],
+        # The figures of `python -m example.inspect`.
+        'plots': ['matplotlib>=3.7'],
     },
     entry_points={
         'console_scripts': [

@@ -28,6 +28,7 @@ from . import callbacks
 from . import data
 from . import evaluation
 from . import export
+from . import pretrained
 from . import tasks as tasks_lib
 from . import workdir as workdir_lib
 from leaf_audio import callbacks as leaf_callbacks
@@ -90,18 +91,22 @@ def _losses_and_metrics(task_names: Sequence[str], multilabel: bool):
 
 
 def build_model(num_classes: Dict[str, int], learning_rate: float,
-                multilabel: bool) -> keras.Model:
+                multilabel: bool, init_from: Optional[str] = None,
+                freeze: Optional[str] = None) -> keras.Model:
   """The gin-configured `AudioClassifier`, built and compiled with Adam.
 
   Args:
     num_classes: task name -> number of classes (one head each).
     learning_rate: Adam's learning rate.
     multilabel: sigmoid instead of softmax cross-entropy.
+    init_from: pre-training workdir the frontend and encoder come from
+      (`example.pretrained`); None for the gin-configured ones.
+    freeze: None, 'frontend' or 'encoder' (`example.pretrained`).
 
   Returns:
     the compiled model, mapping waveforms [batch, samples] to task -> logits.
   """
-  model = models.AudioClassifier(num_outputs=num_classes)
+  model = pretrained.classifier(num_classes, init_from, freeze)
   model(tf.zeros([1, data.WINDOW]))
   losses, metrics = _losses_and_metrics(list(num_classes), multilabel)
   model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses,
@@ -223,6 +228,8 @@ def train(workdir: str = '/tmp/leaf_audio',
           strategy: str = 'default',
           data_dir: Optional[str] = None,
           recompute_batchnorm: int = 50,
+          init_from: Optional[str] = None,
+          freeze: Optional[str] = None,
           verbose='auto') -> Dict[str, Dict]:
   """Trains, evaluates and exports a classifier; resumes an interrupted run.
 
@@ -251,6 +258,9 @@ def train(workdir: str = '/tmp/leaf_audio',
       statistics are recomputed over this many training batches (at most one
       epoch's steps; see `callbacks.recompute_batchnorm`); 0 keeps Keras'
       moving averages.
+    init_from: a pre-training workdir (`example.pretrain`) whose frontend and
+      encoder (architecture and weights) the classifier starts from.
+    freeze: None, 'frontend' or 'encoder' (a linear probe): what stays fixed.
     verbose: Keras `fit` verbosity (progress bars by default).
 
   Returns:
@@ -260,6 +270,7 @@ def train(workdir: str = '/tmp/leaf_audio',
   if not isinstance(recompute_batchnorm, int) or recompute_batchnorm < 0:
     raise ValueError('train.recompute_batchnorm must be an int >= 0 (0: off), '
                      f'got {recompute_batchnorm!r}')
+  pretrained.check(init_from, freeze)
   distribution = make_strategy(strategy)
   logging.info('Strategy %s: %d replica(s).', strategy,
                distribution.num_replicas_in_sync)
@@ -275,7 +286,8 @@ def train(workdir: str = '/tmp/leaf_audio',
         [t.splits['train'] for t in tasks], batch_size)
 
     with distribution.scope():
-      model = build_model(num_classes, learning_rate, multilabel)
+      model = build_model(num_classes, learning_rate, multilabel, init_from,
+                          freeze)
     # Everything configurable has been called: the operative config is whole.
     operative_config = gin.operative_config_str()
     workdir_lib.check_or_record(workdir, workdir_lib.make_record(

@@ -161,3 +161,143 @@ class LowpassInit(keras.initializers.Initializer):
   def get_config(self):
     return {'sample_rate': self.sample_rate, 'window_len': self.window_len,
             'window_type': self.window_type.name}
+
+
+def _check_seed(seed):
+  if seed is not None and (not isinstance(seed, (int, np.integer)) or
+                           isinstance(seed, bool) or seed < 0):
+    raise ValueError(f'seed must be None or an int >= 0, got {seed!r}.')
+
+
+@utils.register
+class RandomGaborInit(keras.initializers.Initializer):
+  """Initializes Gabor filters at random (the random init of Yadav &
+  Zeghidour, 2022), for a `GaborConv1D` kernel [n_filters, 2].
+
+  Each filter draws, independently:
+  - its center frequency f ~ Uniform(min_freq, max_freq) in Hz, stored as
+    eta = 2 pi f / sample_rate (radians per sample, column 0);
+  - its bandwidth, the full width at half maximum of its frequency response,
+    B ~ Uniform(min_bandwidth, max_bandwidth) in Hz, stored as
+    sigma = sqrt(2 ln 2) sample_rate / (pi B) (samples, column 1), the
+    inverse of `melfilters.Gabor`'s sigma <- FWHM relation.
+  By default the bandwidths span `convolution.GaborConstraint`'s range for
+  `kernel_size` taps: B in [sample_rate / kernel_size, sample_rate / 4]
+  (sigma in [4 sqrt(2 ln 2) / pi, kernel_size sqrt(2 ln 2) / pi]), so the
+  constraint leaves every drawn filter as it is.
+
+  Args:
+    sample_rate: sampling rate, in Hz.
+    min_freq: lowest center frequency, in Hz.
+    max_freq: highest center frequency, in Hz (at most sample_rate / 2).
+    kernel_size: taps of the filters (401 for 25 ms at 16 kHz); sets the
+      default bandwidth range.
+    min_bandwidth: narrowest FWHM in Hz (None: sample_rate / kernel_size).
+    max_bandwidth: widest FWHM in Hz (None: sample_rate / 4).
+    seed: None for new draws at every call; an int for the same draws at
+      every call.
+
+  Example:
+    >>> RandomGaborInit(seed=0)((40, 2)).shape
+    TensorShape([40, 2])
+  """
+
+  def __init__(self, sample_rate: int = 16000, min_freq: float = 60.,
+               max_freq: float = 7800., kernel_size: int = 401,
+               min_bandwidth=None, max_bandwidth=None, seed=None):
+    _check_seed(seed)
+    if not 0. <= min_freq < max_freq <= sample_rate / 2.:
+      raise ValueError(
+          'RandomGaborInit needs 0 <= min_freq < max_freq <= sample_rate / 2, '
+          f'got min_freq={min_freq}, max_freq={max_freq}, '
+          f'sample_rate={sample_rate}.')
+    if kernel_size < 4:
+      raise ValueError(f'kernel_size must be >= 4 taps, got {kernel_size}.')
+    low = sample_rate / kernel_size if min_bandwidth is None else min_bandwidth
+    high = sample_rate / 4. if max_bandwidth is None else max_bandwidth
+    if not sample_rate / kernel_size <= low <= high <= sample_rate / 4.:
+      raise ValueError(
+          'RandomGaborInit bandwidths must lie within GaborConstraint\'s range '
+          f'[sample_rate / kernel_size, sample_rate / 4] = '
+          f'[{sample_rate / kernel_size:g}, {sample_rate / 4.:g}] Hz, with '
+          f'min_bandwidth <= max_bandwidth; got [{low}, {high}].')
+    self.sample_rate = sample_rate
+    self.min_freq = min_freq
+    self.max_freq = max_freq
+    self.kernel_size = kernel_size
+    self.min_bandwidth = min_bandwidth
+    self.max_bandwidth = max_bandwidth
+    self.seed = seed
+    self._bandwidth_range = (float(low), float(high))
+
+  def __call__(self, shape, dtype=None):
+    if len(shape) != 2 or shape[1] != 2:
+      raise ValueError('RandomGaborInit expects a [n_filters, 2] kernel (a '
+                       f'GaborConv1D), got shape {shape}.')
+    rng = np.random.default_rng(self.seed)
+    freqs = rng.uniform(self.min_freq, self.max_freq, shape[0])
+    bandwidths = rng.uniform(*self._bandwidth_range, shape[0])
+    kernel = np.stack([
+        2. * np.pi * freqs / self.sample_rate,
+        np.sqrt(2. * np.log(2.)) * self.sample_rate / (np.pi * bandwidths)
+    ], axis=1)
+    return keras.ops.convert_to_tensor(kernel.astype(np.float32),
+                                       dtype or 'float32')
+
+  def get_config(self):
+    return {'sample_rate': self.sample_rate, 'min_freq': self.min_freq,
+            'max_freq': self.max_freq, 'kernel_size': self.kernel_size,
+            'min_bandwidth': self.min_bandwidth,
+            'max_bandwidth': self.max_bandwidth, 'seed': self.seed}
+
+
+@utils.register
+class RandomSincInit(keras.initializers.Initializer):
+  """Initializes sinc band-pass filters with random cut-off frequencies,
+  for a `SincConv1D` kernel [n_filters, 2].
+
+  Each filter draws two frequencies u1, u2 ~ Uniform(min_low_hz,
+  sample_rate / 2 - min_band_hz), independently; its cut-offs are
+  low = min(u1, u2) and high = max(u1, u2) + min_band_hz, so every band is
+  at least min_band_hz wide and below the Nyquist frequency. The kernel
+  holds what `SincConv1D` adds to its minima: column 0 = low - min_low_hz,
+  column 1 = high - low - min_band_hz (both >= 0).
+
+  Args:
+    sample_rate: sampling rate, in Hz.
+    min_low_hz: lowest lower cut-off, in Hz (as `SincConv1D.min_low_hz`).
+    min_band_hz: narrowest band, in Hz (as `SincConv1D.min_band_hz`).
+    seed: None for new draws at every call; an int for the same draws at
+      every call.
+  """
+
+  def __init__(self, sample_rate: int = 16000, min_low_hz: float = 50.,
+               min_band_hz: float = 50., seed=None):
+    _check_seed(seed)
+    if not 0. <= min_low_hz < sample_rate / 2. - min_band_hz or min_band_hz < 0:
+      raise ValueError(
+          'RandomSincInit needs 0 <= min_low_hz < sample_rate / 2 - '
+          f'min_band_hz and min_band_hz >= 0, got min_low_hz={min_low_hz}, '
+          f'min_band_hz={min_band_hz}, sample_rate={sample_rate}.')
+    self.sample_rate = sample_rate
+    self.min_low_hz = min_low_hz
+    self.min_band_hz = min_band_hz
+    self.seed = seed
+
+  def __call__(self, shape, dtype=None):
+    if len(shape) != 2 or shape[1] != 2:
+      raise ValueError('RandomSincInit expects a [n_filters, 2] kernel (a '
+                       f'SincConv1D), got shape {shape}.')
+    rng = np.random.default_rng(self.seed)
+    draws = rng.uniform(self.min_low_hz,
+                        self.sample_rate / 2. - self.min_band_hz,
+                        (shape[0], 2))
+    low, high = draws.min(axis=1), draws.max(axis=1) + self.min_band_hz
+    kernel = np.stack([low - self.min_low_hz,
+                       high - low - self.min_band_hz], axis=1)
+    return keras.ops.convert_to_tensor(kernel.astype(np.float32),
+                                       dtype or 'float32')
+
+  def get_config(self):
+    return {'sample_rate': self.sample_rate, 'min_low_hz': self.min_low_hz,
+            'min_band_hz': self.min_band_hz, 'seed': self.seed}

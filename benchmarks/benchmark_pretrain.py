@@ -1,0 +1,107 @@
+"""COLA pre-training speed per frontend, as ratios to mel-filterbanks.
+
+    .venv/bin/python benchmarks/benchmark_pretrain.py
+    .venv/bin/python benchmarks/benchmark_pretrain.py --batch 32 --steps 5 \
+        --rounds 5 --encoder demo
+
+Prints a Markdown table: for LEAF (exact, `implementation='conv'`), fast LEAF
+(`implementation='fast'`), fast LEAF from random filters (configs/ssl/
+leaf_random.gin: its wide filters give the banded computation wide bands)
+and mel-filterbanks, the median time of one COLA
+training step (both views through frontend and encoder, the loss, Adam's
+update) and steps per second, and each as a ratio to mel's median.
+
+How it measures: each frontend's model is built from configs/ssl/<leaf|mel>
+.gin with the demo's encoder (configs/ssl/demo.gin: a 4-block ConvNet) or the
+paper's (--encoder paper: EfficientNetB0), compiled as `example.pretrain`
+compiles it, and trained with `train_on_batch` on fixed batches of Gaussian
+noise times 0.1 (no input pipeline: the step alone). After two warm-up steps,
+the frontends are timed in interleaved rounds (every frontend `--steps`
+steps per round), so that a machine shared with other work slows all of
+them alike; each entry is the median over the rounds of the mean step time
+within a round.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import gin  # pylint: disable=g-import-not-at-top
+import keras  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+from example import cola  # pylint: disable=g-import-not-at-top
+from example import main as main_lib  # pylint: disable=g-import-not-at-top
+
+FRONTENDS = (('LEAF', 'leaf', []),
+             ('fast LEAF', 'leaf', ["Leaf.implementation = 'fast'"]),
+             ('fast LEAF, random init', 'leaf_random',
+              ["Leaf.implementation = 'fast'"]),
+             ('mel', 'mel', []))
+
+
+def build(config, bindings, encoder, segment, learning_rate=3e-4):
+  gin.clear_config()
+  configs = [os.path.join(REPO, 'configs', 'ssl', f'{config}.gin')]
+  if encoder == 'demo':
+    configs.append(os.path.join(REPO, 'configs', 'ssl', 'demo.gin'))
+  try:
+    main_lib.parse_config(configs, bindings)
+    model = cola.from_gin()
+  finally:
+    gin.clear_config()
+  model((np.zeros([1, segment], 'float32'),) * 2)
+  model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                loss=cola.cola_loss, metrics=[cola.pair_accuracy])
+  return model
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--batch', type=int, default=32)
+  parser.add_argument('--steps', type=int, default=5)
+  parser.add_argument('--rounds', type=int, default=5)
+  parser.add_argument('--encoder', choices=('demo', 'paper'), default='demo')
+  parser.add_argument('--segment_seconds', type=float, default=0.96)
+  parser.add_argument('--frontends', nargs='+',
+                      default=[name for name, _, _ in FRONTENDS],
+                      help='names from the table (mel is always timed)')
+  args = parser.parse_args()
+  segment = int(round(args.segment_seconds * 16000))
+  rng = np.random.default_rng(0)
+  views = tuple(0.1 * rng.standard_normal((args.batch, segment)).astype(
+      'float32') for _ in range(2))
+  targets = np.zeros([args.batch], 'float32')
+  models = {}
+  for name, config, bindings in FRONTENDS:
+    if name not in args.frontends and name != 'mel':
+      continue
+    models[name] = build(config, bindings, args.encoder, segment)
+    for _ in range(2):
+      models[name].train_on_batch(views, targets)
+  times = {name: [] for name in models}
+  for _ in range(args.rounds):
+    for name, model in models.items():
+      start = time.perf_counter()
+      for _ in range(args.steps):
+        model.train_on_batch(views, targets)
+      times[name].append((time.perf_counter() - start) / args.steps)
+  mel = statistics.median(times['mel'])
+  print(f'COLA training step, batch {args.batch} x 2 views x '
+        f'{args.segment_seconds} s, {args.encoder} encoder, median of '
+        f'{args.rounds} rounds of {args.steps} steps:\n')
+  print('| frontend | step (s) | steps / s | x mel |')
+  print('|---|---:|---:|---:|')
+  for name, values in times.items():
+    median = statistics.median(values)
+    print(f'| {name} | {median:.3f} | {1 / median:.2f} | '
+          f'{median / mel:.2f} |')
+
+
+if __name__ == '__main__':
+  main()

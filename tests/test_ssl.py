@@ -1,0 +1,450 @@
+"""Self-supervised pre-training (COLA), probes from a pre-training workdir,
+freezing, and the random filter initializers.
+
+The COLA similarity and loss are recomputed with NumPy from the model's
+weights; the initializers' draws are tested against the distributions they
+promise with Kolmogorov-Smirnov statistics computed with NumPy.
+"""
+
+import json
+import math
+import os
+
+import gin
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import example_fixtures as fx
+from example import cola
+from example import main
+from example import pretrained
+from example import pretraining
+from example import probing
+from example import train
+from leaf_audio import convolution
+from leaf_audio import frontend
+from leaf_audio import initializers
+from leaf_audio import models
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ['AudioClassifier.encoder = @ConvNet()', 'ConvNet.filters = [4, 8]',
+        'Leaf.n_filters = 8']
+
+
+# Kolmogorov-Smirnov, by definition.
+
+
+def ks_statistic(samples, cdf):
+  """sup_x |F_n(x) - F(x)| of the empirical CDF of `samples` against `cdf`."""
+  x = np.sort(np.asarray(samples, np.float64))
+  n = len(x)
+  f = cdf(x)
+  return max(np.max(np.arange(1, n + 1) / n - f), np.max(f - np.arange(n) / n))
+
+
+def ks_critical(n, alpha=0.001):
+  """Asymptotic critical value sqrt(-ln(alpha / 2) / 2) / sqrt(n)."""
+  return math.sqrt(-math.log(alpha / 2.) / 2.) / math.sqrt(n)
+
+
+def uniform_cdf(low, high):
+  return lambda x: np.clip((x - low) / (high - low), 0., 1.)
+
+
+# COLA: pairs, similarity, loss.
+
+
+def test_sample_pair_gives_two_distinct_crops_of_one_clip():
+  clip = tf.range(100, 103 + 30, dtype=tf.float32)  # 33 samples, 4 starts.
+  seen = set()
+  for i in range(400):
+    pair = cola.sample_pair(clip, 30, tf.constant([7, i])).numpy()
+    starts = (int(pair[0, 0]) - 100, int(pair[1, 0]) - 100)
+    for crop, start in zip(pair, starts):  # Contiguous slices of the clip.
+      np.testing.assert_array_equal(crop, np.arange(100 + start,
+                                                    130 + start))
+    assert starts[0] != starts[1]
+    seen.add(starts)
+  # Every ordered pair of distinct starts turns up (12 of them).
+  assert seen == {(a, b) for a in range(4) for b in range(4) if a != b}
+
+
+def test_sample_pair_of_a_short_clip_pads_it():
+  pair = cola.sample_pair(tf.ones([10]), 16, tf.constant([1, 2])).numpy()
+  np.testing.assert_array_equal(pair, np.tile(
+      np.concatenate([np.ones(10), np.zeros(6)]), (2, 1)))
+  # Exactly the segment: one start, both crops the clip.
+  pair = cola.sample_pair(tf.range(16, dtype=tf.float32), 16,
+                          tf.constant([3, 4])).numpy()
+  np.testing.assert_array_equal(pair, np.tile(np.arange(16), (2, 1)))
+
+
+def test_pair_stream_takes_both_views_from_the_same_clip():
+  # Clip k holds k * 1000 + t, so each crop tells its clip.
+  clips = tf.data.Dataset.from_tensor_slices(
+      {'audio': np.arange(6)[:, None] * 1000. + np.arange(50.)[None]})
+  views = list(pretraining.pair_stream(clips, 20, None, ()))
+  assert len(views) == 6
+  for k, ((anchor, positive), _) in enumerate(views):
+    assert int(anchor[0]) // 1000 == k == int(positive[0]) // 1000
+    assert int(anchor[0]) != int(positive[0])
+  # A seeded stream (validation) repeats its crops.
+  seeded = lambda: [v[0][0].numpy() for v in
+                    pretraining.pair_stream(clips, 20, 5, ())]
+  np.testing.assert_array_equal(seeded(), seeded())
+
+
+def _numpy_layer_norm(x, gamma, beta, epsilon):
+  mean = x.mean(-1, keepdims=True)
+  var = x.var(-1, keepdims=True)
+  return (x - mean) / np.sqrt(var + epsilon) * gamma + beta
+
+
+def test_cola_similarity_and_loss_match_numpy():
+  keras.utils.set_random_seed(1)
+  model = cola.ColaModel(frontend=frontend.MelFilterbanks(n_filters=8),
+                         encoder=models.ConvNet(filters=[4]),
+                         embedding_dim=6)
+  rng = np.random.default_rng(0)
+  anchor = rng.uniform(-1, 1, (5, 4000)).astype('float32')
+  positive = rng.uniform(-1, 1, (5, 4000)).astype('float32')
+  model((anchor[:1], positive[:1]))
+  # LayerNorm's scale and offset away from 1 and 0, so that they count.
+  model.norm.gamma.assign(rng.uniform(0.5, 1.5, 6))
+  model.norm.beta.assign(rng.uniform(-.3, .3, 6))
+  logits = model((anchor, positive)).numpy()
+
+  def embed(x):
+    h = model.pooled(model.frontend(x)).numpy().astype(np.float64)
+    z = h @ model.projection.kernel.numpy()
+    return np.tanh(_numpy_layer_norm(z, model.norm.gamma.numpy(),
+                                     model.norm.beta.numpy(),
+                                     model.norm.epsilon))
+
+  expected = embed(anchor) @ model.bilinear.numpy() @ embed(positive).T
+  np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
+  assert model.projection.bias is None
+
+  shifted = expected - expected.max(1, keepdims=True)
+  log_softmax = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+  np.testing.assert_allclose(cola.cola_loss(None, logits).numpy(),
+                             -np.diag(log_softmax), rtol=1e-4, atol=1e-5)
+  np.testing.assert_array_equal(
+      cola.pair_accuracy(None, logits).numpy(),
+      (expected.argmax(1) == np.arange(5)).astype('float32'))
+
+
+def test_spec_augment_touches_only_the_positive_view():
+  model = cola.ColaModel(frontend=frontend.MelFilterbanks(n_filters=8),
+                         embedding_dim=4, spec_augment=True)
+  x = np.random.default_rng(1).uniform(-1, 1, (3, 4000)).astype('float32')
+  model((x, x))
+  features = model.frontend(x)
+  anchors = model.embed(features).numpy()
+  calls = []
+  original = model.embed
+  model.embed = lambda f, training=False: calls.append(f) or original(f)
+  model((x, x), training=True)
+  np.testing.assert_array_equal(calls[0].numpy(), features.numpy())
+  assert not np.array_equal(calls[1].numpy(), features.numpy())
+  del anchors
+
+
+def test_cola_model_round_trips_through_keras_file(tmp_path):
+  model = cola.ColaModel(frontend=frontend.Leaf(n_filters=4),
+                         encoder=models.ConvNet(filters=[4]), embedding_dim=8)
+  x = np.random.default_rng(2).uniform(-1, 1, (2, 3200)).astype('float32')
+  expected = model((x, x)).numpy()
+  path = str(tmp_path / 'cola.keras')
+  pretraining.save(model, path)
+  loaded = keras.saving.load_model(path, compile=False)
+  np.testing.assert_allclose(loaded((x, x)).numpy(), expected, rtol=1e-5)
+  assert isinstance(loaded.frontend, frontend.Leaf)
+
+
+# Random initializers.
+
+
+def test_random_gabor_init_draws_uniform_frequencies_and_bandwidths():
+  n, sr = 4000, 16000
+  kernel = initializers.RandomGaborInit(seed=3)((n, 2)).numpy()
+  freqs_hz = kernel[:, 0] * sr / (2 * np.pi)
+  fwhm_hz = np.sqrt(2 * np.log(2)) * sr / (np.pi * kernel[:, 1])
+  assert ks_statistic(freqs_hz, uniform_cdf(60., 7800.)) < ks_critical(n)
+  assert ks_statistic(fwhm_hz, uniform_cdf(sr / 401, sr / 4)) < ks_critical(n)
+  # Not uniform in sigma: the KS test can tell the two apart.
+  sigma_range = uniform_cdf(kernel[:, 1].min(), kernel[:, 1].max())
+  assert ks_statistic(kernel[:, 1], sigma_range) > 5 * ks_critical(n)
+  # Within GaborConstraint's range: the constraint changes nothing.
+  constrained = convolution.GaborConstraint(401)(kernel).numpy()
+  np.testing.assert_allclose(constrained, kernel, rtol=1e-6)
+
+
+def test_random_gabor_init_is_seeded_and_serializable():
+  init = initializers.RandomGaborInit(min_freq=100., max_freq=4000.,
+                                      kernel_size=201, max_bandwidth=1000.,
+                                      seed=7)
+  first = init((40, 2)).numpy()
+  np.testing.assert_array_equal(first, init((40, 2)).numpy())
+  other = initializers.RandomGaborInit(seed=8)((40, 2)).numpy()
+  assert not np.array_equal(first, other)
+  hz = first[:, 0] * 16000 / (2 * np.pi)
+  assert 100 <= hz.min() and hz.max() <= 4000
+  copy = keras.initializers.deserialize(keras.initializers.serialize(init))
+  np.testing.assert_array_equal(copy((40, 2)).numpy(), first)
+  unseeded = initializers.RandomGaborInit()
+  assert not np.array_equal(unseeded((40, 2)), unseeded((40, 2)))
+
+
+def test_random_initializers_refuse_bad_arguments():
+  with pytest.raises(ValueError, match='GaborConstraint'):
+    initializers.RandomGaborInit(max_bandwidth=5000.)
+  with pytest.raises(ValueError, match='max_freq'):
+    initializers.RandomGaborInit(max_freq=9000.)
+  with pytest.raises(ValueError, match='seed'):
+    initializers.RandomSincInit(seed=-1)
+  with pytest.raises(ValueError, match=r'\[n_filters, 2\]'):
+    initializers.RandomSincInit()((401, 1, 80))
+
+
+def test_random_sinc_init_draws_uniform_cutoffs():
+  n, sr, min_low, min_band = 3000, 16000, 50., 50.
+  init = initializers.RandomSincInit(seed=4)
+  conv = convolution.SincConv1D(2 * n, 65, kernel_initializer=init)
+  conv.build((None, None, 1))
+  kernel = conv.kernel.numpy().astype(np.float64)
+  # The cut-offs SincConv1D uses.
+  low = min_low + np.abs(kernel[:, 0])
+  high = np.clip(low + min_band + np.abs(kernel[:, 1]), min_low, sr / 2)
+  top = sr / 2 - min_band
+  assert np.all(kernel >= 0) and np.all(high - low >= min_band - 1e-3)
+  assert high.max() <= sr / 2
+  # low and high - min_band are the order statistics of two uniform draws:
+  # pooled, they are uniform; the lower one has CDF 1 - (1 - u)^2.
+  pooled = np.concatenate([low, high - min_band])
+  u = uniform_cdf(min_low, top)
+  assert ks_statistic(pooled, u) < ks_critical(2 * n)
+  assert ks_statistic(low, lambda x: 1 - (1 - u(x))**2) < ks_critical(n)
+  assert ks_statistic(high - min_band, lambda x: u(x)**2) < ks_critical(n)
+  np.testing.assert_array_equal(init((n, 2)), init((n, 2)))
+
+
+@pytest.mark.parametrize('config', ['leaf', 'leaf_random', 'sincnet',
+                                    'sincnet_random', 'mel'])
+def test_ssl_configs_build_their_frontends(config):
+  gin.clear_config()
+  try:
+    main.parse_config([os.path.join(REPO, 'configs', 'ssl', f'{config}.gin')],
+                      ['AudioClassifier.encoder = None'])
+    model = cola.from_gin()
+  finally:
+    gin.clear_config()
+  layer = model.frontend
+  layer.build((None, 16000))
+  if config == 'leaf_random':
+    kernel = layer._complex_conv.kernel.numpy()
+    np.testing.assert_array_equal(
+        kernel, initializers.RandomGaborInit(seed=0)((40, 2)).numpy())
+  if config == 'sincnet_random':
+    assert isinstance(layer._complex_conv, convolution.SincConv1D)
+    reference = frontend.SincNet()
+    reference.build((None, 16000))
+    shapes = lambda l: sorted(tuple(w.shape) for w in l.weights)
+    assert shapes(layer) == shapes(reference)
+    np.testing.assert_array_equal(
+        layer._complex_conv.kernel.numpy(),
+        initializers.RandomSincInit(seed=0)((40, 2)).numpy())
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 16000)).astype('float32')
+    assert layer(x).shape == reference(x).shape
+
+
+# Pre-training -> probe, end to end.
+
+
+@pytest.fixture(scope='module')
+def corpus(tmp_path_factory):
+  base = tmp_path_factory.mktemp('ssl')
+  fx.make_split_dataset(str(base / 'tones'), counts=(4, 1, 2))
+  plain = base / 'plain'
+  os.makedirs(plain)
+  for i in range(6):
+    fx.write_wav(str(plain / f'clip_{i}.wav'), fx.tone(300 + 150 * i, 1.3,
+                                                       seed=i))
+  return base
+
+
+def _pretrain(base, workdir, config='leaf', epochs=1, extra=()):
+  gin.clear_config()
+  try:
+    main.parse_config(
+        [os.path.join(REPO, 'configs', 'ssl', f'{config}.gin')],
+        TINY + [f"pretrain.workdir = '{workdir}'",
+                f"pretrain.datasets = ['{base}/tones', '{base}/plain']",
+                f"pretrain.data_dir = '{base}/tfds'",
+                f'pretrain.num_epochs = {epochs}',
+                'pretrain.steps_per_epoch = 2', 'pretrain.batch_size = 4',
+                'pretrain.segment_seconds = 0.5'] + list(extra))
+    return pretraining.pretrain(verbose=0)
+  finally:
+    gin.clear_config()
+
+
+@pytest.fixture(scope='module')
+def pretrained_dir(corpus):
+  """A tiny LEAF pre-training: 1 epoch, then resumed for a second."""
+  workdir = str(corpus / 'pretrain')
+  extra = ['ColaModel.spec_augment = True', 'Leaf.window_len = 10.0']
+  _pretrain(corpus, workdir, extra=extra)
+  with open(os.path.join(workdir, 'state', 'state.json')) as f:
+    first_state = json.load(f)
+  first = pretrained.load(workdir).bilinear.numpy()
+  logs = _pretrain(corpus, workdir, epochs=2, extra=extra)
+  return {'workdir': workdir, 'first_state': first_state,
+          'first_bilinear': first, 'logs': logs}
+
+
+def test_plain_folder_splits_hold_out_a_tenth(corpus):
+  splits = pretraining.plain_folder_splits(str(corpus / 'plain'))
+  train_clips = [e['audio'].numpy() for e in splits['train']]
+  eval_clips = [e['audio'].numpy() for e in splits['eval']]
+  assert (len(train_clips), len(eval_clips)) == (5, 1)
+  assert all(c.shape == (int(1.3 * 16000),) for c in train_clips + eval_clips)
+  with pytest.raises(ValueError, match='no audio file'):
+    pretraining.plain_folder_splits(str(corpus / 'tfds'))
+
+
+def test_pretraining_workdir_holds_a_loadable_model(pretrained_dir):
+  workdir = pretrained_dir['workdir']
+  for name in ('pretrained.keras', 'operative_config.gin',
+               os.path.join('state', 'state.json')):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  assert os.listdir(os.path.join(workdir, 'tensorboard', 'validation'))
+  assert set(pretrained_dir['logs']) == {
+      'loss', 'pair_accuracy', 'val_loss', 'val_pair_accuracy'}
+  model = pretrained.load(workdir)
+  assert isinstance(model.frontend, frontend.Leaf)
+  assert model.frontend.n_filters == 8 and model.frontend.window_size == 161
+  assert model.encoder.filters == [4, 8]
+  with open(os.path.join(workdir, 'operative_config.gin')) as f:
+    assert 'pretrain.segment_seconds = 0.5' in f.read()
+
+
+def test_pretraining_resumes(pretrained_dir):
+  assert pretrained_dir['first_state']['epoch'] == 1
+  with open(os.path.join(pretrained_dir['workdir'], 'state',
+                         'state.json')) as f:
+    state = json.load(f)
+  # The second invocation ran epoch 2 only, on from the first's step count.
+  assert state['epoch'] == 2 and state['iterations'] == 4
+  after = pretrained.load(pretrained_dir['workdir']).bilinear.numpy()
+  assert not np.array_equal(pretrained_dir['first_bilinear'], after)
+
+
+def _probe(corpus, workdir, init_from, freeze, config='configs/ssl/probe.gin',
+           extra=()):
+  origin = 'None' if init_from is None else f"'{init_from}'"
+  gin.clear_config()
+  try:
+    main.parse_config([os.path.join(REPO, config)], [
+        f"train.workdir = '{workdir}'", f"train.dataset = '{corpus}/tones'",
+        f"train.data_dir = '{corpus}/tfds'", f'train.init_from = {origin}',
+        f'train.freeze = {freeze!r}' if freeze else 'train.freeze = None',
+        'train.num_epochs = 1', 'train.steps_per_epoch = 3',
+        'train.batch_size = 4', 'train.learning_rate = 0.01'] + list(extra))
+    return train.train(verbose=0)
+  finally:
+    gin.clear_config()
+
+
+def _weights(layer):
+  return [w.numpy().copy() for w in layer.weights]
+
+
+def _reloaded_classifier(workdir, init_from, freeze):
+  """The probe's best weights in a classifier built the same way."""
+  model = pretrained.classifier({'tones': 2}, init_from, freeze)
+  model(tf.zeros([1, 16000]))
+  model.load_weights(os.path.join(workdir, 'best.weights.h5'))
+  return model
+
+
+def test_linear_probe_keeps_frontend_and_encoder_bit_identical(
+    corpus, pretrained_dir, tmp_path):
+  source_dir = pretrained_dir['workdir']
+  source = pretrained.load(source_dir)
+  workdir = str(tmp_path / 'probe')
+  # configs/ssl/probe.gin binds no frontend: the architecture comes from
+  # the pre-training workdir.
+  metrics = _probe(corpus, workdir, source_dir, 'encoder')
+  assert metrics['tones']['examples'] == 4
+  model = _reloaded_classifier(workdir, source_dir, 'encoder')
+  for mine, theirs in ((model.frontend, source.frontend),
+                       (model.encoder, source.encoder)):
+    for a, b in zip(_weights(mine), _weights(theirs)):
+      np.testing.assert_array_equal(a, b)
+  assert [w.name for w in model.trainable_weights] == ['kernel', 'bias']
+  initial = pretrained.classifier({'tones': 2}, source_dir, 'encoder')
+  initial(tf.zeros([1, 16000]))
+  assert not np.array_equal(initial.heads['tones'].kernel.numpy(),
+                            model.heads['tones'].kernel.numpy())
+  assert os.path.exists(os.path.join(workdir, 'export', 'saved_model.pb'))
+
+
+def test_freezing_the_frontend_trains_the_encoder(corpus, pretrained_dir,
+                                                  tmp_path):
+  source_dir = pretrained_dir['workdir']
+  source = pretrained.load(source_dir)
+  workdir = str(tmp_path / 'frontend_frozen')
+  _probe(corpus, workdir, source_dir, 'frontend')
+  model = _reloaded_classifier(workdir, source_dir, 'frontend')
+  for a, b in zip(_weights(model.frontend), _weights(source.frontend)):
+    np.testing.assert_array_equal(a, b)
+  changed = [not np.array_equal(a, b) for a, b in
+             zip(_weights(model.encoder), _weights(source.encoder))]
+  assert any(changed)
+
+
+@pytest.mark.parametrize('freeze,trainable', [
+    (None, {'frontend', 'encoder', 'head'}), ('frontend', {'encoder', 'head'}),
+    ('encoder', {'head'})])
+def test_freeze_sets_what_trains(pretrained_dir, freeze, trainable):
+  # With init_from (the pre-trained layers) and without (the floor: an
+  # untrained network from gin).
+  for init_from in (pretrained_dir['workdir'], None):
+    gin.clear_config()
+    try:
+      main.parse_config([os.path.join(REPO, 'configs', 'ssl', 'mel.gin')],
+                        TINY)
+      model = pretrained.classifier({'tones': 2}, init_from, freeze)
+    finally:
+      gin.clear_config()
+    model(tf.zeros([1, 16000]))
+    parts = {'frontend': model.frontend, 'encoder': model.encoder,
+             'head': model.heads['tones']}
+    owners = {name for name, part in parts.items()
+              if part.trainable_weights}
+    assert owners == trainable - ({'frontend'} if init_from is None else
+                                  set())  # Mel has no weights.
+
+
+def test_bad_init_from_and_freeze_are_refused(tmp_path):
+  with pytest.raises(ValueError, match='train.freeze must be one of'):
+    pretrained.check(None, 'heads')
+  with pytest.raises(ValueError, match='example.pretrain'):
+    pretrained.check(str(tmp_path), 'encoder')
+
+
+def test_demo_probe_fits_separable_embeddings_and_averages_clip_logits():
+  rng = np.random.default_rng(0)
+  labels = np.repeat(np.arange(3), 20)
+  centers = rng.normal(size=(3, 5)) * 4
+  x = (centers[labels] + rng.normal(size=(60, 5))).astype('float32')
+  head = probing.fit_probe(x, labels, 3, seed=0, steps=200)
+  clips = np.arange(60) // 2  # Two windows per clip.
+  logits = head.predict(x, verbose=0)
+  mean_logits = logits.reshape(30, 2, 3).mean(1)
+  expected = np.mean(mean_logits.argmax(1) == labels[::2])
+  assert probing.clip_accuracy(head, x, clips, labels) == expected
+  assert expected > 0.9
