@@ -53,6 +53,8 @@ setuptools.setup(
         'console_scripts': [
             f'leaf-audio-train={PROGRAM}.main:run',
             f'leaf-audio-export-tflite={PROGRAM}.export_tflite:run',
+            f'leaf-audio-pretrain={PROGRAM}.pretrain:run',
+            f'leaf-audio-inspect={PROGRAM}.inspect:run',
         ],
     },
     license='Apache-2.0',

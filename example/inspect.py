@@ -412,5 +412,10 @@ def main(argv: Sequence[str]) -> None:
         f'{len(content["figures"])} figure(s)' + (f' in {out}' if out else ''))
 
 
-if __name__ == '__main__':
+def run() -> None:
+  """Entry point of the `leaf-audio-inspect` console script."""
   app.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -23,5 +23,10 @@ def main(argv: Sequence[str]) -> None:
   pretraining.pretrain()
 
 
-if __name__ == '__main__':
+def run() -> None:
+  """Entry point of the `leaf-audio-pretrain` console script."""
   app.run(main)
+
+
+if __name__ == '__main__':
+  run()

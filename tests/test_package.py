@@ -84,6 +84,8 @@ def test_wheel_holds_the_program_and_configs_under_a_namespaced_name(
   assert 'leaf-audio-train = leaf_audio_example.main:run' in text
   assert ('leaf-audio-export-tflite = leaf_audio_example.export_tflite:run'
           in text)
+  assert 'leaf-audio-pretrain = leaf_audio_example.pretrain:run' in text
+  assert 'leaf-audio-inspect = leaf_audio_example.inspect:run' in text
   with zipfile.ZipFile(wheel) as z:
     metadata = z.read(next(n for n in names if n.endswith('METADATA'))).decode()
   assert 'Requires-Python: >=3.11' in metadata
