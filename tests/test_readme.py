@@ -32,7 +32,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The programs' entry modules in the repository (`python -m example.X`) and
 # when installed (the console scripts of setup.py).
 PROGRAM_MODULES = ('example.main', 'example.throughput',
-                   'example.export_tflite', 'example.demo')
+                   'example.export_tflite', 'example.demo',
+                   'example.pretrain', 'example.inspect')
 
 
 def _shell_commands():
@@ -66,7 +67,9 @@ def _check_program(module_name, args, cwd):
         sys.modules[name])} if name in sys.modules else set()
   given = [a[2:].split('=', 1) for a in args if a.startswith('--')]
   for flag in given:
-    assert flag[0] in defined, (module_name, flag)
+    # A flag two programs share is defined by the first imported (see
+    # example.inspect's --workdir).
+    assert flag[0] in defined or flag[0] in flags.FLAGS, (module_name, flag)
   configs = [v for k, v in given if k == 'gin_config']
   bindings = [v for k, v in given if k == 'gin_bindings']
   if configs:
@@ -83,9 +86,10 @@ def _check_program(module_name, args, cwd):
 
 def test_every_shell_command_runs(tmp_path):
   scripts = _console_scripts()
-  assert set(scripts) == {'leaf-audio-train', 'leaf-audio-export-tflite'}
+  assert set(scripts) == {'leaf-audio-train', 'leaf-audio-export-tflite',
+                          'leaf-audio-pretrain', 'leaf-audio-inspect'}
   with open(os.path.join(REPO, 'Makefile'), encoding='utf-8') as f:
-    targets = set(re.findall(r'^([a-z]+):', f.read(), flags=re.M))
+    targets = set(re.findall(r'^([a-z][a-z-]*):', f.read(), flags=re.M))
   with open(os.path.join(REPO, 'setup.py'), encoding='utf-8') as f:
     extras = set(re.findall(r"^\s+'([a-z]+)': \[", f.read(), flags=re.M))
   checked = []
