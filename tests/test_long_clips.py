@@ -58,7 +58,8 @@ def energies_and_gradients(waveform, filters, windows, padding, group_blocks):
   with tf.GradientTape() as tape:
     tape.watch([waveform, filters, windows])
     energies = overlap_save.filterbank_energies_fft(
-        waveform, filters, windows, STRIDE, padding, group_blocks)
+        waveform, filters, windows, STRIDE, padding, group_blocks,
+        max_blocks=group_blocks)
     # A loss that weighs every frame and channel differently.
     weights = tf.sin(tf.reshape(tf.range(tf.size(energies), dtype=tf.float32),
                                 tf.shape(energies)))
@@ -130,11 +131,12 @@ def test_blocks_computed_at_once_are_bounded(blocks_at_once, group_blocks):
 @pytest.mark.parametrize('make', [frontend.Leaf,
                                   frontend.TimeDomainFilterbanks])
 def test_frontends_compute_long_clips_in_groups(blocks_at_once, make):
-  """5 s at 16 kHz is 5 blocks of 100 frames: more than `GROUP_BLOCKS` (4),
-  so two groups of 3."""
-  assert overlap_save.GROUP_BLOCKS == 4
+  """33 s at 16 kHz is 33 blocks of 100 frames: more than `MAX_BLOCKS`
+  (32), so in groups of at most `GROUP_BLOCKS` (4): 9 groups of 4 (the
+  last 3 blocks beyond the clip)."""
+  assert (overlap_save.MAX_BLOCKS, overlap_save.GROUP_BLOCKS) == (32, 4)
   waveform = tf.constant(0.1 * np.random.default_rng(2).standard_normal(
-      (1, 5 * 16000)).astype(np.float32))
+      (1, 33 * 16000)).astype(np.float32))
   features = make()(waveform)
-  assert features.shape[1] in (500, 5 * 16000 // 160 - 2)
-  assert blocks_at_once and set(blocks_at_once) == {3}  # eagerly: per group
+  assert features.shape[1] in (3300, (33 * 16000 - 401) // 160 + 1)
+  assert blocks_at_once and set(blocks_at_once) == {4}  # eagerly: per group

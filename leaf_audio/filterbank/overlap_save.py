@@ -87,8 +87,14 @@ def _pool_block_products(blocks, windows, stride: int, frames, first_block):
 
 
 
-# Blocks computed at once in a clip of more (`filterbank_energies_fft`): at
-# 16 kHz, 4 s of audio, whose intermediates take about 0.1 GB at batch 1.
+# Clips of more blocks than this are computed in groups of GROUP_BLOCKS
+# (`filterbank_energies_fft`): at 16 kHz, 32 s of audio, whose intermediates
+# take about 0.35 GB at batch 1. Shorter clips are computed at once, which is
+# faster there (batch 1 x 10 s, forward+backward: 12.5x mel's time at once,
+# 24x in groups of 4, whose backward pass computes them again).
+MAX_BLOCKS = 32
+# Blocks computed at once in a longer clip: at 16 kHz, 4 s of audio, whose
+# intermediates take about 0.1 GB at batch 1.
 # Smaller groups are also faster (batch 1 x 40 s, 2 CPU cores, forward and
 # forward+backward: 0.7 and 2.0 s in groups of 4 blocks, 1.0 and 2.8 s in
 # groups of 8, 1.4 and 4.0 s in groups of 16, 1.3 and 2.7 s all at once):
@@ -142,7 +148,8 @@ def block_spectra(waveform, length, first_centre, margin: int, n_fft: int,
 
 def pooled_energies_fft(waveform, gabor_kernel, pooling_windows,
                         kernel_size: int, stride: int,
-                        group_blocks: int = GROUP_BLOCKS):
+                        group_blocks: int = GROUP_BLOCKS,
+                        max_blocks: int = MAX_BLOCKS):
   """Exact Gabor filterbank energies, pooled: P_n[k] above, by FFT.
 
   `filterbank_energies_fft` with the Gabor filters (Eq. 4) and 'SAME'
@@ -154,20 +161,20 @@ def pooled_energies_fft(waveform, gabor_kernel, pooling_windows,
     pooling_windows: [W_pool, n] pooling windows (`GaussianLowpass.windows`).
     kernel_size: W, taps of the Gabor filters.
     stride: s, the pooling stride.
-    group_blocks: the most blocks computed at once (see
-      `filterbank_energies_fft`).
+    group_blocks, max_blocks: see `filterbank_energies_fft`.
 
   Returns:
     [batch, frames, n] float32 pooled energies, frames = ceil(time / s).
   """
   return filterbank_energies_fft(
       waveform, gabor.filters(gabor_kernel, kernel_size), pooling_windows,
-      stride, group_blocks=group_blocks)
+      stride, group_blocks=group_blocks, max_blocks=max_blocks)
 
 
 def filterbank_energies_fft(waveform, filters, pooling_windows, stride: int,
                             padding: str = 'SAME',
-                            group_blocks: int = GROUP_BLOCKS):
+                            group_blocks: int = GROUP_BLOCKS,
+                            max_blocks: int = MAX_BLOCKS):
   """Pooled squared moduli of complex filters' outputs, exactly, by FFT.
 
   P_n[k] = sum_u g_n[u] |y_n[k s - pad + u]|^2 with y_n the 'SAME'
@@ -181,7 +188,7 @@ def filterbank_energies_fft(waveform, filters, pooling_windows, stride: int,
   `pool_blocks`. Equal to the direct convolution up to float32 rounding
   (about 1e-6 of the largest value).
 
-  Clips of a static length of more than `group_blocks` blocks are computed
+  Clips of a static length of more than `max_blocks` blocks are computed
   in groups of at most `group_blocks` blocks each, one group after the other
   (a `tf.map_fn` with one iteration at a time), and the backward pass
   computes each group's intermediates again instead of keeping them
@@ -200,15 +207,18 @@ def filterbank_energies_fft(waveform, filters, pooling_windows, stride: int,
     padding: the pooling's, 'SAME' (ceil(time / s) frames) or 'VALID'
       ((time - W_pool) // s + 1 frames, none for clips shorter than W_pool).
     group_blocks: the most blocks (of `block_frames` frames each) computed at
-      once, >= 1.
+      once in a clip of more than `max_blocks` blocks, >= 1.
+    max_blocks: the most blocks of a clip computed all at once, >= 1.
 
   Returns:
     [batch, frames, n] float32 pooled energies.
   """
-  if (not isinstance(group_blocks, (int, np.integer)) or
-      isinstance(group_blocks, bool) or group_blocks < 1):
-    raise ValueError(f'group_blocks must be a number of blocks >= 1, got '
-                     f'{group_blocks!r}.')
+  for name, value in (('group_blocks', group_blocks),
+                      ('max_blocks', max_blocks)):
+    if (not isinstance(value, (int, np.integer)) or isinstance(value, bool)
+        or value < 1):
+      raise ValueError(f'{name} must be a number of blocks >= 1, got '
+                       f'{value!r}.')
   length = waveform.shape[1]
   if length is None:
     length = tf.shape(waveform)[1]
@@ -272,7 +282,7 @@ def filterbank_energies_fft(waveform, filters, pooling_windows, stride: int,
                       [batch, count * per_block, channels])
 
   offset = margin - (pool_half - pad_left + shift)
-  if not is_static(blocks) or blocks <= group_blocks:
+  if not is_static(blocks) or blocks <= max(max_blocks, group_blocks):
     padded_length = (blocks - 1) * hop + n_fft
     padded = tf.pad(waveform,
                     [[0, 0], [offset, padded_length - offset - length]])
