@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/benchmark_frontends.py
     .venv/bin/python benchmarks/benchmark_frontends.py --batches 32 \
         --seconds 1 --rounds 9
+    .venv/bin/python benchmarks/benchmark_frontends.py --batches \
+        --long-minutes 10   # only the long-clip table
 
 Prints one Markdown table: for each frontend (and LEAF's implementation), at
 batch sizes 1 and 32 and clip lengths 1 s and 10 s at 16 kHz, the median
@@ -33,6 +35,15 @@ How it measures:
   is not counted, a 256 KB one is), so at small sizes (mel at batch 1 x 1 s
   peaks at 0.4 MB counted) they miss most of what is allocated; the ratio is
   printed only where mel's counted peak is at least `MIN_PEAK_FOR_RATIO`.
+  TensorFlow keeps these statistics only with its BFC allocator on CPU,
+  which this script turns on (`TF_CPU_ALLOCATOR_USE_BFC`) unless the
+  environment says otherwise.
+
+`--long-minutes M` adds a second table: one clip of M minutes at batch 1
+(`LONG_FRONTENDS`), with the peak memory of the forward pass and of the
+forward+backward pass (one call each) and their times (the median of
+`--long-rounds` calls, 1 by default: a 10-minute clip takes seconds to a
+minute per call on 2 cores).
 """
 
 import argparse
@@ -67,6 +78,9 @@ FRONTENDS = {
     'SincNet+': frontend.SincNetPlus,
     'TD-fbanks': frontend.TimeDomainFilterbanks,
 }
+# The frontends of the long-clip table (SincNet's direct convolution takes
+# about 15 s per forward+backward minute of audio and 0.5 GB per minute).
+LONG_FRONTENDS = ('Mel', 'LEAF conv (default)', 'LEAF fast', 'TD-fbanks')
 
 
 def _make_steps(layer, waveform, seed=0):
@@ -133,6 +147,25 @@ def measure(names, batch, seconds, rounds):
           for name in names}
 
 
+def measure_long(names, minutes, rounds):
+  """{name: (forward s, forward+backward s, forward peak bytes,
+  forward+backward peak bytes)} for one clip of `minutes` at batch 1."""
+  rng = np.random.default_rng(1)
+  waveform = tf.constant(0.1 * rng.standard_normal(
+      (1, int(minutes * 60 * SAMPLE_RATE))).astype(np.float32))
+  results = {}
+  for name in names:
+    layer = FRONTENDS[name]()
+    steps = _make_steps(layer, waveform)
+    for step in steps:  # trace
+      _time(step)
+    peaks = [_peak_memory(step) for step in steps]
+    times = [statistics.median(_time(step) for _ in range(rounds))
+             for step in steps]
+    results[name] = (*times, *peaks)
+  return results
+
+
 def _cpu_name():
   try:
     with open('/proc/cpuinfo') as cpuinfo:
@@ -144,26 +177,36 @@ def _cpu_name():
   return platform.processor() or platform.machine()
 
 
-def _measure_in_subprocess(names, batch, seconds, rounds):
-  """`measure` in a fresh Python process (see the module docstring)."""
+def _measure_in_subprocess(names, batch, seconds, rounds, long_minutes=0):
+  """`measure` (or `measure_long` of `long_minutes`) in a fresh Python
+  process (see the module docstring)."""
   command = [sys.executable, os.path.abspath(__file__), '--worker',
              '--batches', str(batch), '--seconds', str(seconds), '--rounds',
              str(rounds), '--frontends', *names]
+  if long_minutes:
+    command += ['--long-minutes', str(long_minutes)]
   done = subprocess.run(command, capture_output=True, text=True, check=False)
   if done.returncode != 0:
-    raise RuntimeError(f'The benchmark of batch {batch} x {seconds} s failed:'
+    setting = (f'{long_minutes:g} min' if long_minutes else
+               f'batch {batch} x {seconds} s')
+    raise RuntimeError(f'The benchmark of {setting} failed:'
                        f'\n{done.stderr[-3000:]}')
   return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--batches', type=int, nargs='+', default=[1, 32])
-  parser.add_argument('--seconds', type=int, nargs='+', default=[1, 10])
+  parser.add_argument('--batches', type=int, nargs='*', default=[1, 32])
+  parser.add_argument('--seconds', type=int, nargs='*', default=[1, 10])
   parser.add_argument('--rounds', type=int, default=7,
                       help='interleaved timing rounds (median reported)')
   parser.add_argument('--frontends', nargs='+', default=list(FRONTENDS),
                       choices=list(FRONTENDS))
+  parser.add_argument('--long-minutes', type=float, default=0,
+                      help='also measure one clip of this many minutes at '
+                      'batch 1 (0: not)')
+  parser.add_argument('--long-rounds', type=int, default=1,
+                      help='timed calls of the long clip (median reported)')
   parser.add_argument('--in-process', action='store_true',
                       help='measure every setting in this process')
   parser.add_argument('--worker', action='store_true',
@@ -171,15 +214,19 @@ def main():
   args = parser.parse_args()
   names = ['Mel'] + [n for n in args.frontends if n != 'Mel']
   if args.worker:
-    print(json.dumps(measure(names, args.batches[0], args.seconds[0],
-                             args.rounds)))
+    if args.long_minutes:
+      print(json.dumps(measure_long(names, args.long_minutes, args.rounds)))
+    else:
+      print(json.dumps(measure(names, args.batches[0], args.seconds[0],
+                               args.rounds)))
     return
   print(f'Machine: {_cpu_name()}, {os.cpu_count()} CPU cores visible, '
         f'TensorFlow {tf.__version__}, load average '
         f'{os.getloadavg()[0]:.1f} at start.\n')
-  print('| frontend | batch | clip | forward ms | fwd+bwd ms | forward / mel '
-        '| fwd+bwd / mel | peak MB (fwd+bwd) | peak / mel |')
-  print('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+  if args.batches and args.seconds:
+    print('| frontend | batch | clip | forward ms | fwd+bwd ms | forward / mel '
+          '| fwd+bwd / mel | peak MB (fwd+bwd) | peak / mel |')
+    print('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
   for seconds in args.seconds:
     for batch in args.batches:
       if args.in_process:
@@ -194,7 +241,31 @@ def main():
         print(f'| {name} | {batch} | {seconds} s | {fwd * 1e3:.1f} | '
               f'{fb * 1e3:.1f} | {fwd / mel_fwd:.1f}x | {fb / mel_fb:.1f}x | '
               f'{mem / 2**20:.1f} | {memory_ratio} |', flush=True)
+  if args.long_minutes:
+    _print_long(names, args)
   print(f'\nLoad average {os.getloadavg()[0]:.1f} at the end.')
+
+
+def _print_long(names, args):
+  """The long-clip table (`--long-minutes`)."""
+  names = [name for name in names if name in LONG_FRONTENDS]
+  minutes = args.long_minutes
+  if args.in_process:
+    results = measure_long(names, minutes, args.long_rounds)
+  else:
+    results = _measure_in_subprocess(names, 1, 0, args.long_rounds, minutes)
+  print(f'\n| frontend | batch | clip | forward ms | fwd+bwd ms | '
+        'forward / mel | fwd+bwd / mel | peak MB (forward) | '
+        'peak MB (fwd+bwd) | peak / mel (forward) | peak / mel (fwd+bwd) |')
+  print('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | '
+        '---: | ---: |')
+  mel = results['Mel']
+  for name in names:
+    fwd, fb, fwd_mem, fb_mem = results[name]
+    print(f'| {name} | 1 | {minutes:g} min | {fwd * 1e3:.0f} | '
+          f'{fb * 1e3:.0f} | {fwd / mel[0]:.1f}x | {fb / mel[1]:.1f}x | '
+          f'{fwd_mem / 2**20:.1f} | {fb_mem / 2**20:.1f} | '
+          f'{fwd_mem / mel[2]:.1f}x | {fb_mem / mel[3]:.1f}x |', flush=True)
 
 
 if __name__ == '__main__':

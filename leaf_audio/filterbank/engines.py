@@ -11,6 +11,11 @@ layer: `layer.FilterbankEnergies` chooses one and owns the layers.
   `plan.BandedPlan` made from the weights).
 - `ConvEnergies`: TD-filterbanks' free `Conv1D` filters, squared modulus and
   `LearnablePooling1D`, exactly (`overlap_save.filterbank_energies_fft`).
+
+Both exact computations take long clips a few blocks at a time, with a
+backward pass that recomputes each group (`overlap_save.GROUP_BLOCKS`), so
+that their memory does not grow with the clip beyond its samples and
+features.
 """
 
 import math

@@ -11,6 +11,7 @@ and channel, and pooled by one batched matrix product (`pool_blocks`). Equal
 to the direct convolution up to float32 rounding.
 """
 
+import numpy as np
 import tensorflow as tf
 
 from leaf_audio import gabor
@@ -86,6 +87,20 @@ def _pool_block_products(blocks, windows, stride: int, frames, first_block):
 
 
 
+# Clips of more blocks than this are computed in groups of GROUP_BLOCKS
+# (`filterbank_energies_fft`): at 16 kHz, 32 s of audio, whose intermediates
+# take about 0.35 GB at batch 1. Shorter clips are computed at once, which is
+# faster there (batch 1 x 10 s, forward+backward: 12.5x mel's time at once,
+# 24x in groups of 4, whose backward pass computes them again).
+MAX_BLOCKS = 32
+# Blocks computed at once in a longer clip: at 16 kHz, 4 s of audio, whose
+# intermediates take about 0.1 GB at batch 1.
+# Smaller groups are also faster (batch 1 x 40 s, 2 CPU cores, forward and
+# forward+backward: 0.7 and 2.0 s in groups of 4 blocks, 1.0 and 2.8 s in
+# groups of 8, 1.4 and 4.0 s in groups of 16, 1.3 and 2.7 s all at once):
+# they stay in the CPU's caches.
+GROUP_BLOCKS = 4
+
 # Output frames per FFT block: clips of more frames are cut into blocks of
 # about this many (each one FFT, with context on both sides), shorter clips
 # are one block sized to the clip.
@@ -132,7 +147,9 @@ def block_spectra(waveform, length, first_centre, margin: int, n_fft: int,
 
 
 def pooled_energies_fft(waveform, gabor_kernel, pooling_windows,
-                        kernel_size: int, stride: int):
+                        kernel_size: int, stride: int,
+                        group_blocks: int = GROUP_BLOCKS,
+                        max_blocks: int = MAX_BLOCKS):
   """Exact Gabor filterbank energies, pooled: P_n[k] above, by FFT.
 
   `filterbank_energies_fft` with the Gabor filters (Eq. 4) and 'SAME'
@@ -144,17 +161,20 @@ def pooled_energies_fft(waveform, gabor_kernel, pooling_windows,
     pooling_windows: [W_pool, n] pooling windows (`GaussianLowpass.windows`).
     kernel_size: W, taps of the Gabor filters.
     stride: s, the pooling stride.
+    group_blocks, max_blocks: see `filterbank_energies_fft`.
 
   Returns:
     [batch, frames, n] float32 pooled energies, frames = ceil(time / s).
   """
   return filterbank_energies_fft(
       waveform, gabor.filters(gabor_kernel, kernel_size), pooling_windows,
-      stride)
+      stride, group_blocks=group_blocks, max_blocks=max_blocks)
 
 
 def filterbank_energies_fft(waveform, filters, pooling_windows, stride: int,
-                            padding: str = 'SAME'):
+                            padding: str = 'SAME',
+                            group_blocks: int = GROUP_BLOCKS,
+                            max_blocks: int = MAX_BLOCKS):
   """Pooled squared moduli of complex filters' outputs, exactly, by FFT.
 
   P_n[k] = sum_u g_n[u] |y_n[k s - pad + u]|^2 with y_n the 'SAME'
@@ -168,6 +188,15 @@ def filterbank_energies_fft(waveform, filters, pooling_windows, stride: int,
   `pool_blocks`. Equal to the direct convolution up to float32 rounding
   (about 1e-6 of the largest value).
 
+  Clips of a static length of more than `max_blocks` blocks are computed
+  in groups of at most `group_blocks` blocks each, one group after the other
+  (a `tf.map_fn` with one iteration at a time), and the backward pass
+  computes each group's intermediates again instead of keeping them
+  (`_recomputing`): memory grows with the group, not with the clip (a
+  block's intermediates are [batch, n, n_fft] complex; the clip itself and
+  the [batch, frames, n] output are all that grow with its length). Every
+  block is computed as in one call, so the outputs are the same.
+
   Args:
     waveform: [batch, time] float32.
     filters: [n, W] complex64 taps (tau = -(W // 2) .. (W - 1) // 2): the
@@ -177,10 +206,19 @@ def filterbank_energies_fft(waveform, filters, pooling_windows, stride: int,
     stride: s, the pooling stride.
     padding: the pooling's, 'SAME' (ceil(time / s) frames) or 'VALID'
       ((time - W_pool) // s + 1 frames, none for clips shorter than W_pool).
+    group_blocks: the most blocks (of `block_frames` frames each) computed at
+      once in a clip of more than `max_blocks` blocks, >= 1.
+    max_blocks: the most blocks of a clip computed all at once, >= 1.
 
   Returns:
     [batch, frames, n] float32 pooled energies.
   """
+  for name, value in (('group_blocks', group_blocks),
+                      ('max_blocks', max_blocks)):
+    if (not isinstance(value, (int, np.integer)) or isinstance(value, bool)
+        or value < 1):
+      raise ValueError(f'{name} must be a number of blocks >= 1, got '
+                       f'{value!r}.')
   length = waveform.shape[1]
   if length is None:
     length = tf.shape(waveform)[1]
@@ -215,24 +253,84 @@ def filterbank_energies_fft(waveform, filters, pooling_windows, stride: int,
       last + after,
       (first_block + per_block - 1 + -(-pool_size // stride)) * stride,
       kernel_size), stride)
-  spectra = block_spectra(waveform, length, pool_half - pad_left + shift,
-                          margin, n_fft, stride * per_block, blocks)
+  hop = stride * per_block
   responses = fft_ops.filter_responses(filters, n_fft)
-  # |y_n|^2 in every block: [batch * blocks, n, n_fft].
-  energies = squared_modulus(
-      tf.signal.ifft(spectra[:, None, :] * responses[None]))
-  # Clip sample of every position, to zero |y|^2 outside the clip.
-  position = (stride * per_block * tf.range(blocks)[:, None] - pad_left -
-              first_block * stride + tf.range(n_fft)[None])
-  inside = tf.logical_and(position >= 0, position < length)
-  energies = tf.reshape(energies, [batch, blocks, channels, n_fft]) * (
-      tf.cast(inside, tf.float32)[None, :, None, :])
   windows = tf.broadcast_to(tf.transpose(pooling_windows),
                             [channels, pool_size])
-  pooled = pool_blocks(tf.reshape(energies, [-1, channels, n_fft]), windows,
-                       stride, per_block, first_block)
-  pooled = tf.reshape(tf.transpose(tf.reshape(
-      pooled, [batch, blocks, channels, per_block]), (0, 1, 3, 2)),
-                      [batch, blocks * per_block, channels])
+
+  def pooled_blocks(segment, first, count, responses, windows):
+    """[batch, (count - 1) hop + n_fft] samples from block `first` on ->
+    [batch, count * per_block, n] pooled energies of `count` blocks."""
+    chunks = tf.reshape(tf.signal.frame(segment, n_fft, hop), [-1, n_fft])
+    # A complex FFT of the real blocks: on CPU it costs less than an rFFT
+    # followed by rebuilding the negative frequencies (0.9 against 1.5 ms
+    # for 32 blocks of 17280 samples; 49 against 180 us for one).
+    spectra = tf.signal.fft(as_complex(chunks))
+    # |y_n|^2 in every block: [batch * count, n, n_fft].
+    energies = squared_modulus(
+        tf.signal.ifft(spectra[:, None, :] * responses[None]))
+    # Clip sample of every position, to zero |y|^2 outside the clip.
+    position = (hop * (first + tf.range(count)[:, None]) - pad_left -
+                first_block * stride + tf.range(n_fft)[None])
+    inside = tf.logical_and(position >= 0, position < length)
+    energies = tf.reshape(energies, [batch, count, channels, n_fft]) * (
+        tf.cast(inside, tf.float32)[None, :, None, :])
+    pooled = pool_blocks(tf.reshape(energies, [-1, channels, n_fft]),
+                         windows, stride, per_block, first_block)
+    return tf.reshape(tf.transpose(tf.reshape(
+        pooled, [batch, count, channels, per_block]), (0, 1, 3, 2)),
+                      [batch, count * per_block, channels])
+
+  offset = margin - (pool_half - pad_left + shift)
+  if not is_static(blocks) or blocks <= max(max_blocks, group_blocks):
+    padded_length = (blocks - 1) * hop + n_fft
+    padded = tf.pad(waveform,
+                    [[0, 0], [offset, padded_length - offset - length]])
+    pooled = pooled_blocks(padded, 0, blocks, responses, windows)
+    return pooled[:, :frames]
+  groups = -(-blocks // group_blocks)
+  per_group = -(-blocks // groups)
+  span = (per_group - 1) * hop + n_fft
+  padded_length = (groups * per_group - 1) * hop + n_fft
+  padded = tf.pad(waveform,
+                  [[0, 0], [offset, padded_length - offset - length]])
+  # [groups, batch, span]: the samples each group's blocks read.
+  segments = tf.transpose(
+      tf.signal.frame(padded, span, per_group * hop), (1, 0, 2))
+  group_energies = _recomputing(
+      lambda segment, first, responses, windows: pooled_blocks(
+          segment, first, per_group, responses, windows))
+  pooled = tf.map_fn(
+      lambda args: group_energies(args[0], args[1], responses, windows),
+      (segments, per_group * tf.range(groups)),
+      fn_output_signature=tf.float32, parallel_iterations=1)
+  pooled = tf.reshape(tf.transpose(pooled, (1, 0, 2, 3)),
+                      [batch, groups * per_group * per_block, channels])
   return pooled[:, :frames]
 
+
+def _recomputing(compute):
+  """`compute(segment, first, responses, windows)`, with a backward pass that
+  computes it again (keeping only its inputs) to take its gradient.
+
+  The gradient reaches `segment`, `responses` and `windows`; `first` is an
+  integer.
+  """
+
+  def run(segment, first, responses, windows):
+
+    @tf.custom_gradient
+    def recomputed(segment, responses, windows):
+
+      def grad(upstream):
+        with tf.GradientTape() as tape:
+          tape.watch([segment, responses, windows])
+          again = compute(segment, first, responses, windows)
+        return tape.gradient(again, [segment, responses, windows],
+                             output_gradients=upstream)
+
+      return compute(segment, first, responses, windows), grad
+
+    return recomputed(segment, responses, windows)
+
+  return run
