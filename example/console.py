@@ -20,6 +20,7 @@ import math
 import os
 from typing import Dict, Iterable
 
+from absl import flags
 from absl import logging as absl_logging
 
 import leaf_audio
@@ -85,3 +86,11 @@ def results_table(results: Dict[str, Dict]) -> str:
         f'{m["accuracy"] / chance:.2f}x | {m["loss"]:.3f} | '
         f'{math.log(m["num_classes"]):.3f} |')
   return '\n'.join(lines)
+
+
+def define_workdir_flag(help_text: str) -> None:
+  """Defines `--workdir` (a string, no default), which several programs of
+  this package take, unless one already did: absl refuses a second
+  definition in one process, and the tests import them all."""
+  if 'workdir' not in flags.FLAGS:
+    flags.DEFINE_string('workdir', None, help_text)

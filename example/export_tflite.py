@@ -59,7 +59,7 @@ del train_lib  # Imported for its gin registrations only.
 FRONTENDS = ('Leaf', 'MelFilterbanks', 'TimeDomainFilterbanks', 'SincNet',
              'SincNetPlus')
 
-flags.DEFINE_string('workdir', None, 'Training workdir to export from.')
+console.define_workdir_flag('Training workdir to export from.')
 flags.DEFINE_enum('frontend', None, FRONTENDS,
                   'Export this frontend alone, at its default weights '
                   '(without --workdir).')

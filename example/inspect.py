@@ -46,6 +46,7 @@ import keras
 import numpy as np
 
 from . import audio_io
+from . import console
 from . import data
 from . import main as main_lib
 from . import pretrained
@@ -57,11 +58,8 @@ from leaf_audio import postprocessing
 
 FWHM_FACTOR = math.sqrt(2. * math.log(2.))  # FWHM = 2 * this * std.
 
-# example.export_tflite defines the same flag (a string, no default): a
-# process importing both (the README test does) keeps the first definition.
-if 'workdir' not in flags.FLAGS:
-  flags.DEFINE_string('workdir', None, 'Training or pre-training workdir, '
-                      'or a .keras file.')
+console.define_workdir_flag('Training or pre-training workdir, or a .keras '
+                            'file.')
 flags.DEFINE_string('clip', None, 'Audio file shown in the output figure '
                     '(default: a 1 s tone sweep).')
 flags.DEFINE_string('output', None, 'Output folder (default: <workdir>/'
