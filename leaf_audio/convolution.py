@@ -179,9 +179,10 @@ class GaborConstraint(keras.constraints.Constraint):
   """Keeps Gabor parameters in the ranges of Section 3.1.2.
 
   Center frequencies are clipped to [0, pi]; inverse bandwidths sigma to
-  [4 sqrt(2 ln 2) / pi, kernel_size sqrt(2 ln 2) / pi], so that the full width
-  at half maximum of each frequency response stays within [1 / W, 1 / 2] of
-  the sampling rate.
+  `gabor.sigma_range(kernel_size)` = [4 sqrt(2 ln 2) / pi, kernel_size
+  sqrt(2 ln 2) / pi], so that the full width at half maximum of each
+  frequency response stays within [1 / W, 1 / 4] of the sampling rate
+  (`gabor.bandwidth_range`).
 
   Args:
     kernel_size: W, the number of taps of the filters.

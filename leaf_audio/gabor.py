@@ -7,7 +7,8 @@ bandwidth sigma (samples) has the impulse response
 
 and, untruncated, the frequency response exp(-sigma^2 (omega - eta)^2 / 2).
 LEAF truncates it to W taps, t = -(W // 2) .. (W + 1) // 2 - 1. This module
-holds the parameter ranges (`sigma_range`, `constrain`), the taps
+holds the parameter ranges (`sigma_range`, `constrain`; in Hz,
+`bandwidth_range`, `fwhm_hz`, `sigma_from_fwhm`), the taps
 (`tap_times`, `envelope`, `real_imag`, `impulse_response`, `filters`), the
 frequency responses (`gaussian_response`, untruncated; `band_responses`, of
 the W-tap filter over a band of FFT bins; `truncation`, how much the W taps
@@ -36,7 +37,8 @@ def sigma_range(kernel_size: int):
   """The inverse bandwidths LEAF allows (Section 3.1.2), in samples.
 
   [4 sqrt(2 ln 2) / pi, W sqrt(2 ln 2) / pi]: the full width at half maximum
-  of the frequency response stays within [1 / W, 1 / 2] of the sampling rate.
+  of the frequency response (`fwhm_hz`) stays within [1 / W, 1 / 4] of the
+  sampling rate (`bandwidth_range`).
 
   Args:
     kernel_size: W, the number of taps.
@@ -45,6 +47,27 @@ def sigma_range(kernel_size: int):
     (lowest, highest) sigma, floats.
   """
   return 4. * SQRT_2_LN_2 / math.pi, kernel_size * SQRT_2_LN_2 / math.pi
+
+
+def fwhm_hz(sigma, sample_rate: float):
+  """Full width at half maximum of the frequency response, in Hz.
+
+  |H(w)| = exp(-sigma^2 (w - eta)^2 / 2) halves at |w - eta| =
+  sqrt(2 ln 2) / sigma rad/sample, so FWHM = sqrt(2 ln 2) sr / (pi sigma).
+  NumPy or float in, same out.
+  """
+  return SQRT_2_LN_2 * sample_rate / (math.pi * sigma)
+
+
+def sigma_from_fwhm(fwhm, sample_rate: float):
+  """The sigma (samples) whose `fwhm_hz` is `fwhm` Hz (its own inverse)."""
+  return fwhm_hz(fwhm, sample_rate)
+
+
+def bandwidth_range(kernel_size: int, sample_rate: float):
+  """`sigma_range` as FWHM in Hz: (narrowest, widest) = (sr / W, sr / 4)."""
+  low, high = sigma_range(kernel_size)
+  return fwhm_hz(high, sample_rate), fwhm_hz(low, sample_rate)
 
 
 def constrain(kernel, kernel_size: int):

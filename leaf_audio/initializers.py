@@ -4,6 +4,7 @@ import gin
 import keras
 import numpy as np
 
+from leaf_audio import gabor
 from leaf_audio import melfilters
 from leaf_audio import utils
 
@@ -179,12 +180,12 @@ class RandomGaborInit(keras.initializers.Initializer):
     eta = 2 pi f / sample_rate (radians per sample, column 0);
   - its bandwidth, the full width at half maximum of its frequency response,
     B ~ Uniform(min_bandwidth, max_bandwidth) in Hz, stored as
-    sigma = sqrt(2 ln 2) sample_rate / (pi B) (samples, column 1), the
-    inverse of `melfilters.Gabor`'s sigma <- FWHM relation.
-  By default the bandwidths span `convolution.GaborConstraint`'s range for
-  `kernel_size` taps: B in [sample_rate / kernel_size, sample_rate / 4]
-  (sigma in [4 sqrt(2 ln 2) / pi, kernel_size sqrt(2 ln 2) / pi]), so the
-  constraint leaves every drawn filter as it is.
+    sigma = sqrt(2 ln 2) sample_rate / (pi B) (samples, column 1;
+    `gabor.sigma_from_fwhm`).
+  By default the bandwidths span `gabor.bandwidth_range(kernel_size,
+  sample_rate)`, the FWHM of `gabor.sigma_range`, which
+  `convolution.GaborConstraint` clips to: B in [sample_rate / kernel_size,
+  sample_rate / 4], so the constraint leaves every drawn filter as it is.
 
   Args:
     sample_rate: sampling rate, in Hz.
@@ -192,8 +193,9 @@ class RandomGaborInit(keras.initializers.Initializer):
     max_freq: highest center frequency, in Hz (at most sample_rate / 2).
     kernel_size: taps of the filters (401 for 25 ms at 16 kHz); sets the
       default bandwidth range.
-    min_bandwidth: narrowest FWHM in Hz (None: sample_rate / kernel_size).
-    max_bandwidth: widest FWHM in Hz (None: sample_rate / 4).
+    min_bandwidth: narrowest FWHM in Hz (None: the narrowest of
+      `gabor.bandwidth_range`, sample_rate / kernel_size).
+    max_bandwidth: widest FWHM in Hz (None: its widest, sample_rate / 4).
     seed: None for new draws at every call; an int for the same draws at
       every call.
 
@@ -213,14 +215,17 @@ class RandomGaborInit(keras.initializers.Initializer):
           f'sample_rate={sample_rate}.')
     if kernel_size < 4:
       raise ValueError(f'kernel_size must be >= 4 taps, got {kernel_size}.')
-    low = sample_rate / kernel_size if min_bandwidth is None else min_bandwidth
-    high = sample_rate / 4. if max_bandwidth is None else max_bandwidth
-    if not sample_rate / kernel_size <= low <= high <= sample_rate / 4.:
+    narrowest, widest = gabor.bandwidth_range(kernel_size, sample_rate)
+    low = narrowest if min_bandwidth is None else min_bandwidth
+    high = widest if max_bandwidth is None else max_bandwidth
+    # A relative margin: sigma -> FWHM -> sigma round trips in floating point.
+    tolerance = 1e-9 * widest
+    if not narrowest - tolerance <= low <= high <= widest + tolerance:
       raise ValueError(
           'RandomGaborInit bandwidths must lie within GaborConstraint\'s range '
-          f'[sample_rate / kernel_size, sample_rate / 4] = '
-          f'[{sample_rate / kernel_size:g}, {sample_rate / 4.:g}] Hz, with '
-          f'min_bandwidth <= max_bandwidth; got [{low}, {high}].')
+          f'gabor.bandwidth_range({kernel_size}, {sample_rate}) = '
+          f'[{narrowest:g}, {widest:g}] Hz, with min_bandwidth <= '
+          f'max_bandwidth; got [{low}, {high}].')
     self.sample_rate = sample_rate
     self.min_freq = min_freq
     self.max_freq = max_freq
@@ -239,7 +244,7 @@ class RandomGaborInit(keras.initializers.Initializer):
     bandwidths = rng.uniform(*self._bandwidth_range, shape[0])
     kernel = np.stack([
         2. * np.pi * freqs / self.sample_rate,
-        np.sqrt(2. * np.log(2.)) * self.sample_rate / (np.pi * bandwidths)
+        gabor.sigma_from_fwhm(bandwidths, self.sample_rate)
     ], axis=1)
     return keras.ops.convert_to_tensor(kernel.astype(np.float32),
                                        dtype or 'float32')

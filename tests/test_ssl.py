@@ -24,6 +24,7 @@ from example import pretraining
 from example import probing
 from example import train
 from leaf_audio import convolution
+from leaf_audio import gabor
 from leaf_audio import frontend
 from leaf_audio import initializers
 from leaf_audio import models
@@ -167,18 +168,32 @@ def test_cola_model_round_trips_through_keras_file(tmp_path):
 # Random initializers.
 
 
-def test_random_gabor_init_draws_uniform_frequencies_and_bandwidths():
+@pytest.mark.parametrize('kernel_size', [401, 201])
+def test_random_gabor_init_draws_uniform_frequencies_and_bandwidths(
+    kernel_size):
   n, sr = 4000, 16000
-  kernel = initializers.RandomGaborInit(seed=3)((n, 2)).numpy()
+  kernel = initializers.RandomGaborInit(kernel_size=kernel_size, seed=3)(
+      (n, 2)).numpy()
   freqs_hz = kernel[:, 0] * sr / (2 * np.pi)
+  # FWHM of |H(w)| = exp(-sigma^2 (w - eta)^2 / 2), in Hz.
   fwhm_hz = np.sqrt(2 * np.log(2)) * sr / (np.pi * kernel[:, 1])
   assert ks_statistic(freqs_hz, uniform_cdf(60., 7800.)) < ks_critical(n)
-  assert ks_statistic(fwhm_hz, uniform_cdf(sr / 401, sr / 4)) < ks_critical(n)
+  # Uniform over the FWHM of gabor.sigma_range, the range the layer clips
+  # to: sr / W to sr / 4.
+  low_sigma, high_sigma = gabor.sigma_range(kernel_size)
+  widest = np.sqrt(2 * np.log(2)) * sr / (np.pi * low_sigma)
+  narrowest = np.sqrt(2 * np.log(2)) * sr / (np.pi * high_sigma)
+  np.testing.assert_allclose([narrowest, widest], [sr / kernel_size, sr / 4])
+  np.testing.assert_allclose(gabor.bandwidth_range(kernel_size, sr),
+                             [narrowest, widest])
+  assert ks_statistic(fwhm_hz, uniform_cdf(narrowest, widest)) < ks_critical(n)
+  assert low_sigma <= kernel[:, 1].min() < 1.01 * low_sigma
+  assert 0.9 * high_sigma < kernel[:, 1].max() <= high_sigma
   # Not uniform in sigma: the KS test can tell the two apart.
   sigma_range = uniform_cdf(kernel[:, 1].min(), kernel[:, 1].max())
   assert ks_statistic(kernel[:, 1], sigma_range) > 5 * ks_critical(n)
   # Within GaborConstraint's range: the constraint changes nothing.
-  constrained = convolution.GaborConstraint(401)(kernel).numpy()
+  constrained = convolution.GaborConstraint(kernel_size)(kernel).numpy()
   np.testing.assert_allclose(constrained, kernel, rtol=1e-6)
 
 
