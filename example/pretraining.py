@@ -15,10 +15,16 @@ pair-identification accuracy; test splits are never read. The workdir holds:
                           replaced after every epoch; `train.init_from`
                           reads it
     operative_config.gin
+    run.json              what made the workdir (`example.workdir`): a
+                          resumed run with another configuration or data
+                          stops, listing the differences
+    lock                  held while a run is in progress: a second run on
+                          the workdir stops at once
 """
 
+import hashlib
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from absl import logging
 import gin
@@ -34,6 +40,7 @@ from . import folder_dataset
 from . import pretrained
 from . import tasks as tasks_lib
 from . import train as train_lib
+from . import workdir as workdir_lib
 from leaf_audio import callbacks as leaf_callbacks
 
 PRETRAINED_FILE = pretrained.PRETRAINED_FILE
@@ -59,6 +66,36 @@ def _decode(path: str) -> np.ndarray:
   return np.asarray(samples, np.float32)
 
 
+def _plain_folder_files(root: str, validation_fraction: float
+                        ) -> Dict[str, List[str]]:
+  """'train' and 'eval' audio files of a plain folder (see
+  `plain_folder_splits`)."""
+  files = folder_dataset._stable_order(  # pylint: disable=protected-access
+      folder_dataset._audio_files(root), root)  # pylint: disable=protected-access
+  if not files:
+    raise ValueError(f'{root} holds no audio file (expected '
+                     f'{" or ".join(audio_io.AUDIO_EXTENSIONS)})')
+  held = folder_dataset._holdout_size(  # pylint: disable=protected-access
+      len(files), validation_fraction)
+  return {'eval': sorted(files[:held]), 'train': sorted(files[held:])}
+
+
+def plain_folder_identity(root: str, validation_fraction: float = 0.1
+                          ) -> Dict:
+  """What a plain folder holds, independent of where it lies: its name,
+  the number of files per split and a digest of their relative paths and
+  sizes (a workdir's record, `example.workdir`)."""
+  chosen = _plain_folder_files(root, validation_fraction)
+  digest = hashlib.sha1()
+  for split in ('train', 'eval'):
+    for path in chosen[split]:
+      digest.update(f'{split}|{os.path.relpath(path, root)}|'
+                    f'{os.path.getsize(path)}\n'.encode())
+  return {'name': os.path.basename(os.path.normpath(root)),
+          'files': {k: len(v) for k, v in chosen.items()},
+          'digest': digest.hexdigest()[:16]}
+
+
 def plain_folder_splits(root: str,
                         validation_fraction: float = 0.1
                         ) -> Dict[str, tf.data.Dataset]:
@@ -69,14 +106,7 @@ def plain_folder_splits(root: str,
   first `validation_fraction` of the files ordered by a hash of their names
   (the same every time), at least one, and none when there are fewer than 3.
   """
-  files = folder_dataset._stable_order(  # pylint: disable=protected-access
-      folder_dataset._audio_files(root), root)  # pylint: disable=protected-access
-  if not files:
-    raise ValueError(f'{root} holds no audio file (expected '
-                     f'{" or ".join(audio_io.AUDIO_EXTENSIONS)})')
-  held = folder_dataset._holdout_size(  # pylint: disable=protected-access
-      len(files), validation_fraction)
-  chosen = {'eval': sorted(files[:held]), 'train': sorted(files[held:])}
+  chosen = _plain_folder_files(root, validation_fraction)
 
   def stream(paths):
     def generate():
@@ -92,20 +122,23 @@ def plain_folder_splits(root: str,
   return {key: stream(paths) for key, paths in chosen.items()}
 
 
-def load_splits(datasets: Sequence[str],
-                data_dir: Optional[str]) -> List[Dict[str, tf.data.Dataset]]:
-  """Train and eval splits of each dataset, as {'audio': float [samples]}."""
-  splits = []
+def load_splits(datasets: Sequence[str], data_dir: Optional[str]
+                ) -> Tuple[List[Dict[str, tf.data.Dataset]], List[Dict]]:
+  """Train and eval splits of each dataset, as {'audio': float [samples]},
+  and each dataset's identity (what a workdir's record holds)."""
+  splits, identities = [], []
   for dataset in datasets:
     if _is_plain_folder(dataset):
       splits.append(plain_folder_splits(dataset))
+      identities.append(plain_folder_identity(dataset))
     else:
       task = tasks_lib.load_task(dataset, data_dir)
       splits.append({
           key: task.splits[key].map(
               lambda e: {'audio': data.to_float(e['audio'])})
           for key in ('train', 'eval')})
-  return splits
+      identities.append(task.identity)
+  return splits, identities
 
 
 def _transforms():
@@ -191,7 +224,11 @@ def pretrain(workdir: str = '/tmp/leaf_audio_cola',
   """Pre-trains the configured frontend and encoder with COLA; resumes.
 
   Re-running with the same `workdir` continues after the last completed
-  epoch.
+  epoch. As `train.train`, the workdir records the operative config and the
+  datasets' identity (`run.json`): a run that differs in anything but
+  `workdir_lib.RESUMABLE` (e.g. more epochs) stops with the differences
+  listed (`workdir_lib.WorkdirMismatchError`), and a run on a workdir
+  another process is using stops at once (`workdir_lib.WorkdirBusyError`).
 
   Args:
     workdir: where the state, logs and `pretrained.keras` go.
@@ -227,55 +264,58 @@ def pretrain(workdir: str = '/tmp/leaf_audio_cola',
   distribution = train_lib.make_strategy(strategy)
   workdir = train_lib.worker_workdir(workdir, distribution)
   os.makedirs(workdir, exist_ok=True)
+  with workdir_lib.lock(workdir, program='pretrain'):
+    splits, identities = load_splits(list(datasets or [dataset]), data_dir)
+    transform_fns = _transforms()
+    train_clips = _concatenate([s['train'] for s in splits])
+    num_train = _count(train_clips)
+    if num_train < batch_size:
+      raise ValueError(f'{num_train} training clips for pretrain.batch_size '
+                       f'{batch_size}; lower the batch size')
+    train_stream = (pair_stream(train_clips.shuffle(shuffle_buffer).repeat(),
+                                segment, None, transform_fns)
+                    .batch(batch_size, drop_remainder=True)
+                    .prefetch(data.AUTOTUNE))
+    eval_clips = _concatenate([s['eval'] for s in splits])
+    num_eval = _count(eval_clips)
+    eval_batch = min(batch_size, num_eval)
+    validation = None
+    if eval_batch >= 2:
+      validation = (pair_stream(eval_clips, segment, 0, transform_fns)
+                    .batch(eval_batch, drop_remainder=True)
+                    .cache().prefetch(data.AUTOTUNE))
+    else:
+      logging.warning('Fewer than 2 validation clips: no validation.')
+    steps_per_epoch = steps_per_epoch or max(1, num_train // batch_size)
+    logging.info('COLA: %d training clips, %d validation clips, %d steps of '
+                 '%d per epoch, segments of %d samples.', num_train, num_eval,
+                 steps_per_epoch, batch_size, segment)
 
-  splits = load_splits(list(datasets or [dataset]), data_dir)
-  transform_fns = _transforms()
-  train_clips = _concatenate([s['train'] for s in splits])
-  num_train = _count(train_clips)
-  if num_train < batch_size:
-    raise ValueError(f'{num_train} training clips for pretrain.batch_size '
-                     f'{batch_size}; lower the batch size')
-  train_stream = (pair_stream(train_clips.shuffle(shuffle_buffer).repeat(),
-                              segment, None, transform_fns)
-                  .batch(batch_size, drop_remainder=True)
-                  .prefetch(data.AUTOTUNE))
-  eval_clips = _concatenate([s['eval'] for s in splits])
-  num_eval = _count(eval_clips)
-  eval_batch = min(batch_size, num_eval)
-  validation = None
-  if eval_batch >= 2:
-    validation = (pair_stream(eval_clips, segment, 0, transform_fns)
-                  .batch(eval_batch, drop_remainder=True)
-                  .cache().prefetch(data.AUTOTUNE))
-  else:
-    logging.warning('Fewer than 2 validation clips: no validation.')
-  steps_per_epoch = steps_per_epoch or max(1, num_train // batch_size)
-  logging.info('COLA: %d training clips, %d validation clips, %d steps of %d '
-               'per epoch, segments of %d samples.', num_train, num_eval,
-               steps_per_epoch, batch_size, segment)
-
-  with distribution.scope():
-    model = cola.from_gin()
-    model((tf.zeros([1, segment]), tf.zeros([1, segment])))
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss=cola.cola_loss, metrics=[cola.pair_accuracy])
-  state = callbacks.TrainingState(os.path.join(workdir, 'state'))
-  initial_epoch = state.restore(model)
-  history = {}
-  if initial_epoch < num_epochs:
-    history = model.fit(
-        train_stream, validation_data=validation, epochs=num_epochs,
-        initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-        verbose=verbose, shuffle=False,
-        callbacks=[leaf_callbacks.RefreshFastPlans(),
-                   SavePretrained(os.path.join(workdir, PRETRAINED_FILE)),
-                   callbacks.ScalarSummaries(
-                       os.path.join(workdir, 'tensorboard')), state]).history
-  if not os.path.exists(os.path.join(workdir, PRETRAINED_FILE)):
-    save(model, os.path.join(workdir, PRETRAINED_FILE))
-  with open(os.path.join(workdir, 'operative_config.gin'), 'w') as f:
-    f.write(gin.operative_config_str())
-  logs = {key: float(values[-1]) for key, values in history.items()}
+    with distribution.scope():
+      model = cola.from_gin()
+      model((tf.zeros([1, segment]), tf.zeros([1, segment])))
+      model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                    loss=cola.cola_loss, metrics=[cola.pair_accuracy])
+    # Everything configurable has been called: the operative config is whole.
+    workdir_lib.check_or_record(workdir, workdir_lib.make_record(
+        gin.operative_config_str(), identities), program='pretrain')
+    state = callbacks.TrainingState(os.path.join(workdir, 'state'))
+    initial_epoch = state.restore(model)
+    history = {}
+    if initial_epoch < num_epochs:
+      history = model.fit(
+          train_stream, validation_data=validation, epochs=num_epochs,
+          initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+          verbose=verbose, shuffle=False,
+          callbacks=[leaf_callbacks.RefreshFastPlans(),
+                     SavePretrained(os.path.join(workdir, PRETRAINED_FILE)),
+                     callbacks.ScalarSummaries(
+                         os.path.join(workdir, 'tensorboard')), state]).history
+    if not os.path.exists(os.path.join(workdir, PRETRAINED_FILE)):
+      save(model, os.path.join(workdir, PRETRAINED_FILE))
+    callbacks.write_text(os.path.join(workdir, 'operative_config.gin'),
+                         gin.operative_config_str())
+    logs = {key: float(values[-1]) for key, values in history.items()}
   logging.info('COLA pre-training done: %s', logs)
   return logs
 

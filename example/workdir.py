@@ -27,7 +27,9 @@ RECORD = 'run.json'
 LOCK = 'lock'
 # Parameters a run may change and still resume the workdir's state.
 RESUMABLE = ('train.num_epochs', 'train.workdir', 'train.data_dir',
-             'train.strategy', 'train.recompute_batchnorm')
+             'train.strategy', 'train.recompute_batchnorm',
+             'pretrain.num_epochs', 'pretrain.workdir', 'pretrain.data_dir',
+             'pretrain.strategy')
 
 
 class WorkdirMismatchError(ValueError):
@@ -39,21 +41,24 @@ class WorkdirBusyError(RuntimeError):
 
 
 @contextlib.contextmanager
-def lock(workdir: str) -> Iterator[None]:
+def lock(workdir: str, program: str = 'train') -> Iterator[None]:
   """Holds `workdir`'s lock for the `with` block; fails at once if busy.
+
+  `program` ('train' or 'pretrain') names the run in the lock and the
+  gin parameter to change in the message.
 
   Raises:
     WorkdirBusyError: another process holds it; the message names it.
   """
   path = os.path.join(workdir, LOCK)
   try:
-    with locks.hold(path, f'training in {workdir}'):
+    with locks.hold(path, f'{program}ing in {workdir}'):
       yield
   except locks.LockedError:
     raise WorkdirBusyError(
         f'workdir {workdir} is in use by '
         f'{locks.describe(locks.holder(path))}; wait for that run to end '
-        '(or stop it), or pick another train.workdir') from None
+        f'(or stop it), or pick another {program}.workdir') from None
 
 
 _BINDING = re.compile(r'^([A-Za-z_][\w.]*(?:/[\w.]+)*)\s*=\s*(.*)$')
@@ -106,11 +111,13 @@ def differences(saved: Dict, current: Dict) -> List[str]:
   return lines
 
 
-def check_or_record(workdir: str, record: Dict) -> None:
+def check_or_record(workdir: str, record: Dict,
+                    program: str = 'train') -> None:
   """Checks the run against the workdir's record, or records it.
 
   Call it before resuming anything. A workdir holding a run's outputs but no
-  record (made before records existed) is adopted with a warning.
+  record (made before records existed) is adopted with a warning. `program`
+  ('train' or 'pretrain') names the gin parameter to change in the message.
 
   Raises:
     WorkdirMismatchError: the workdir was made by another configuration or
@@ -128,10 +135,11 @@ def check_or_record(workdir: str, record: Dict) -> None:
       raise WorkdirMismatchError(
           f'workdir {workdir} was made by a different run; resuming would '
           f'mix the two:\n  {listing}\nTo start afresh, pick another '
-          f'train.workdir (or delete {workdir}); to resume, run with the '
+          f'{program}.workdir (or delete {workdir}); to resume, run with the '
           f'configuration in {path} (its operative_config.gin too).')
   elif any(os.path.exists(os.path.join(workdir, name))
-           for name in ('state', 'best.json', 'metrics.json')):
+           for name in ('state', 'best.json', 'metrics.json',
+                        'pretrained.keras')):
     logging.warning('Workdir %s has no %s (made by an older version): '
                     'adopting it unchecked.', workdir, RECORD)
   callbacks.write_json(path, record)

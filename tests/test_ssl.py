@@ -9,6 +9,7 @@ promise with Kolmogorov-Smirnov statistics computed with NumPy.
 import json
 import math
 import os
+import time
 
 import gin
 import keras
@@ -18,14 +19,16 @@ import tensorflow as tf
 
 import example_fixtures as fx
 from example import cola
+from example import locks
 from example import main
 from example import pretrained
 from example import pretraining
 from example import probing
 from example import train
+from example import workdir as workdir_lib
 from leaf_audio import convolution
-from leaf_audio import gabor
 from leaf_audio import frontend
+from leaf_audio import gabor
 from leaf_audio import initializers
 from leaf_audio import models
 
@@ -355,6 +358,46 @@ def test_pretraining_resumes(pretrained_dir):
   assert state['epoch'] == 2 and state['iterations'] == 4
   after = pretrained.load(pretrained_dir['workdir']).bilinear.numpy()
   assert not np.array_equal(pretrained_dir['first_bilinear'], after)
+
+
+def test_pretraining_workdir_resumes_only_the_run_that_made_it(
+    corpus, pretrained_dir):
+  workdir = pretrained_dir['workdir']
+  record = workdir_lib.read_record(workdir)
+  assert record['config']['pretrain.batch_size'] == '4'
+  assert record['config']['ColaModel.spec_augment'] == 'True'
+  assert [d['name'] for d in record['datasets']] == ['tones', 'plain']
+  assert record['datasets'][0]['classes'] == ['high', 'low']
+  assert record['datasets'][1]['files'] == {'train': 5, 'eval': 1}
+  state = os.path.join(workdir, 'state', 'state.json')
+  before = open(state).read()
+  # Another configuration: stops before any step, listing what differs
+  # (more epochs alone would resume, as test_pretraining_resumes does).
+  with pytest.raises(workdir_lib.WorkdirMismatchError) as error:
+    _pretrain(corpus, workdir, epochs=3,
+              extra=['ColaModel.spec_augment = False',
+                     'Leaf.window_len = 10.0', 'pretrain.learning_rate = 0.01'])
+  message = str(error.value)
+  assert ('ColaModel.spec_augment: True in the workdir, False now'
+          in message)
+  assert 'pretrain.learning_rate: 0.0001 in the workdir, 0.01 now' in message
+  assert 'pretrain.num_epochs' not in message
+  assert 'pick another pretrain.workdir' in message
+  assert open(state).read() == before
+
+
+def test_a_busy_pretraining_workdir_stops_a_second_run_at_once(corpus,
+                                                               tmp_path):
+  workdir = str(tmp_path / 'busy')
+  os.makedirs(workdir)
+  with locks.hold(os.path.join(workdir, 'lock'), 'a test'):
+    start = time.time()
+    with pytest.raises(workdir_lib.WorkdirBusyError,
+                       match=rf'in use by pid {os.getpid()} on host .*'
+                       'pick another pretrain.workdir'):
+      _pretrain(corpus, workdir)
+    assert time.time() - start < 5
+  assert os.listdir(workdir) == ['lock']  # Nothing else was written.
 
 
 def _probe(corpus, workdir, init_from, freeze, config='configs/ssl/probe.gin',
