@@ -138,11 +138,9 @@ class ColaModel(keras.Model):
         initializer='glorot_uniform')
 
   def pooled(self, features, training=False):
-    """Encoder output max-pooled as in `AudioClassifier`: [batch, d]."""
-    outputs = ops.expand_dims(features, -1)
-    if self.encoder is not None:
-      outputs = self.encoder(outputs, training=training)
-    return ops.max(outputs, axis=tuple(range(1, len(outputs.shape) - 1)))
+    """Encoder output max-pooled as in `AudioClassifier`: [batch, d]
+    (`models.pooled_embedding`)."""
+    return models.pooled_embedding(features, self.encoder, training)
 
   def embed(self, features, training=False):
     """e = tanh(LayerNorm(P h)) of frontend features: [batch, embedding]."""

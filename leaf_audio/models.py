@@ -566,6 +566,28 @@ class EfficientNetEncoder(keras.layers.Layer):
     return self._backbone.compute_output_shape(input_shape)
 
 
+def pooled_embedding(features, encoder=None, training=False):
+  """The embedding an `AudioClassifier`'s heads read, from frontend features.
+
+  features [batch, time, freq] -> [batch, time, freq, 1] -> encoder ->
+  [batch, time', freq', d] -> maximum over every axis but the first and the
+  last -> [batch, d]. Without an encoder, the features themselves are
+  pooled: [batch, 1].
+
+  Args:
+    features: frontend output [batch, time, freq].
+    encoder: a layer on [batch, time, freq, 1], or None.
+    training: whether the encoder runs in training mode.
+
+  Returns:
+    [batch, d].
+  """
+  outputs = ops.expand_dims(features, -1)
+  if encoder is not None:
+    outputs = encoder(outputs, training=training)
+  return ops.max(outputs, axis=tuple(range(1, len(outputs.shape) - 1)))
+
+
 @utils.register
 class AudioClassifier(keras.Model):
   """Frontend -> encoder -> global max pooling -> linear head(s).
@@ -649,10 +671,7 @@ class AudioClassifier(keras.Model):
     outputs = inputs
     if self._frontend is not None:
       outputs = self._frontend(outputs, training=training)
-    outputs = ops.expand_dims(outputs, -1)
-    if self._encoder is not None:
-      outputs = self._encoder(outputs, training=training)
-    embedding = ops.max(outputs, axis=tuple(range(1, len(outputs.shape) - 1)))
+    embedding = pooled_embedding(outputs, self._encoder, training)
     logits = [head(embedding) for head in self._heads]
     if self._task_names is None:
       return logits[0]

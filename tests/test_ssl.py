@@ -487,6 +487,30 @@ def test_freeze_sets_what_trains(pretrained_dir, freeze, trainable):
                                   set())  # Mel has no weights.
 
 
+def test_classifier_and_cola_share_one_pooling():
+  keras.utils.set_random_seed(0)
+  mel = frontend.MelFilterbanks(n_filters=8)
+  encoder = models.ConvNet(filters=[6])
+  model = models.AudioClassifier(6, frontend=mel, encoder=encoder)
+  x = np.random.default_rng(0).uniform(-1, 1, (3, 4000)).astype('float32')
+  model(x)
+  # Identity head: the logits are the embedding itself.
+  model.heads['head'].set_weights([np.eye(6, dtype='float32'),
+                                   np.zeros(6, 'float32')])
+  inference = model(x, training=False).numpy()
+  # NumPy's maximum of the encoder's output over time and frequency, and
+  # COLA's pooling of the same layers.
+  features = mel(x)
+  maps = encoder(features[..., None], training=False).numpy()
+  np.testing.assert_allclose(inference, maps.max(axis=(1, 2)), rtol=1e-6)
+  cola_model = cola.ColaModel(frontend=mel, encoder=encoder, embedding_dim=4)
+  np.testing.assert_allclose(cola_model.pooled(features).numpy(), inference,
+                             rtol=1e-6)
+  np.testing.assert_allclose(
+      models.pooled_embedding(features, encoder).numpy(), inference,
+      rtol=1e-6)
+
+
 def test_bad_init_from_and_freeze_are_refused(tmp_path):
   with pytest.raises(ValueError, match='train.freeze must be one of'):
     pretrained.check(None, 'heads')
