@@ -11,9 +11,10 @@ some of it fixed:
     'encoder'    frontend and encoder are frozen: a linear probe, only the
                  heads (linear layers on the pooled encoder output) train
 
-Frozen layers are not trainable (Keras runs them in inference mode, e.g.
-batch normalization with its moving statistics), so their weights stay
-bit-identical. Without `init_from`, `freeze` applies to the gin-configured
+Frozen layers are not trainable, and `AudioClassifier` runs them in
+inference mode (`models.run_training`): batch normalization with its moving
+statistics, no dropout, no SpecAugment, so that a probe reads fixed
+features; their weights stay bit-identical. Without `init_from`, `freeze` applies to the gin-configured
 (randomly initialized) layers: `freeze = 'encoder'` then probes an untrained
 network, the floor a pre-training should beat.
 """

@@ -572,20 +572,30 @@ def pooled_embedding(features, encoder=None, training=False):
   features [batch, time, freq] -> [batch, time, freq, 1] -> encoder ->
   [batch, time', freq', d] -> maximum over every axis but the first and the
   last -> [batch, d]. Without an encoder, the features themselves are
-  pooled: [batch, 1].
+  pooled: [batch, 1]. A non-trainable (frozen) encoder runs in inference
+  mode whatever `training` says (`run_training`).
 
   Args:
     features: frontend output [batch, time, freq].
     encoder: a layer on [batch, time, freq, 1], or None.
-    training: whether the encoder runs in training mode.
+    training: whether a trainable encoder runs in training mode.
 
   Returns:
     [batch, d].
   """
   outputs = ops.expand_dims(features, -1)
   if encoder is not None:
-    outputs = encoder(outputs, training=training)
+    outputs = encoder(outputs, training=run_training(encoder, training))
   return ops.max(outputs, axis=tuple(range(1, len(outputs.shape) - 1)))
+
+
+def run_training(layer, training):
+  """The training mode a part of a model runs in: `training`, except that a
+  frozen (non-trainable) layer always runs in inference mode. Keras already
+  does so for batch normalization; this extends it to dropout and
+  SpecAugment, so that frozen layers give the fixed features a linear probe
+  reads."""
+  return training if layer.trainable else False
 
 
 @utils.register
@@ -613,7 +623,9 @@ class AudioClassifier(keras.Model):
   Call arguments:
     inputs: waveforms `[batch, T]` (or what the frontend accepts), or
       features `[batch, time, freq]` when there is no frontend.
-    training: whether the frontend and encoder run in training mode.
+    training: whether the frontend and encoder run in training mode (a
+      frozen one, `trainable = False`, runs in inference mode: no dropout or
+      SpecAugment in a linear probe).
 
   Input shape: `[batch, T]`, or `[batch, time, freq]` without frontend.
   Output shape: `[batch, num_outputs]`, or a dict task -> `[batch, classes]`.
@@ -670,7 +682,8 @@ class AudioClassifier(keras.Model):
   def call(self, inputs, training=False):
     outputs = inputs
     if self._frontend is not None:
-      outputs = self._frontend(outputs, training=training)
+      outputs = self._frontend(
+          outputs, training=run_training(self._frontend, training))
     embedding = pooled_embedding(outputs, self._encoder, training)
     logits = [head(embedding) for head in self._heads]
     if self._task_names is None:

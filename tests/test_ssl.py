@@ -511,6 +511,37 @@ def test_classifier_and_cola_share_one_pooling():
       rtol=1e-6)
 
 
+def test_frozen_encoder_applies_no_dropout():
+  """A frozen encoder gives a probe fixed features: with dropout 0.5,
+  training=True differs from training=False until the encoder is frozen,
+  then equals it (before the fix, a frozen encoder still dropped half its
+  activations in example.main's probes)."""
+  keras.utils.set_random_seed(0)
+  mel = frontend.MelFilterbanks(n_filters=8)
+  encoder = models.ConvNet(filters=[6], dropout=0.5)
+  model = models.AudioClassifier(6, frontend=mel, encoder=encoder)
+  x = np.random.default_rng(0).uniform(-1, 1, (3, 4000)).astype('float32')
+  model(x)
+  # Identity head: the logits are the embedding itself.
+  model.heads['head'].set_weights([np.eye(6, dtype='float32'),
+                                   np.zeros(6, 'float32')])
+  assert not np.allclose(model(x, training=True).numpy(),
+                         model(x, training=False).numpy())
+  encoder.trainable = False
+  # (After the training call above moved batch normalization's statistics.)
+  inference = model(x, training=False).numpy()
+  np.testing.assert_array_equal(model(x, training=True).numpy(), inference)
+  np.testing.assert_array_equal(model(x, training=False).numpy(), inference)
+  features = mel(x)
+  cola_model = cola.ColaModel(frontend=mel, encoder=encoder, embedding_dim=4)
+  np.testing.assert_array_equal(
+      cola_model.pooled(features, training=True).numpy(), inference)
+  encoder.trainable = True
+  # In training mode, a trainable encoder's dropout is applied.
+  assert not np.allclose(cola_model.pooled(features, training=True).numpy(),
+                         inference)
+
+
 def test_bad_init_from_and_freeze_are_refused(tmp_path):
   with pytest.raises(ValueError, match='train.freeze must be one of'):
     pretrained.check(None, 'heads')
