@@ -5,9 +5,9 @@
         --rounds 5 --encoder demo
 
 Prints a Markdown table: for LEAF (exact, `implementation='conv'`), fast LEAF
-(`implementation='fast'`), fast LEAF from random filters (configs/ssl/
-leaf_random.gin: its wide filters give the banded computation wide bands)
-and mel-filterbanks, the median time of one COLA
+(`implementation='fast'`), both from random filters (configs/ssl/
+leaf_random.gin: its wide filters give the banded computation wide bands),
+SincNet and mel-filterbanks, the median time of one COLA
 training step (both views through frontend and encoder, the loss, Adam's
 update) and steps per second, and each as a ratio to mel's median.
 
@@ -19,7 +19,9 @@ noise times 0.1 (no input pipeline: the step alone). After two warm-up steps,
 the frontends are timed in interleaved rounds (every frontend `--steps`
 steps per round), so that a machine shared with other work slows all of
 them alike; each entry is the median over the rounds of the mean step time
-within a round.
+within a round. The CPU columns give the process's CPU time per step
+(user + system, all threads), which a shared machine inflates less than the
+wall time.
 """
 
 import argparse
@@ -37,11 +39,18 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 
 from example import cola  # pylint: disable=g-import-not-at-top
 from example import main as main_lib  # pylint: disable=g-import-not-at-top
+from example import pretraining  # pylint: disable=g-import-not-at-top,unused-import (pretrain.* bindings)
 
-FRONTENDS = (('LEAF', 'leaf', []),
-             ('fast LEAF', 'leaf', ["Leaf.implementation = 'fast'"]),
-             ('fast LEAF, random init', 'leaf_random',
-              ["Leaf.implementation = 'fast'"]),
+# Every row binds its implementation: configs/ssl/demo.gin (--encoder demo)
+# binds Leaf.implementation = 'fast', so a row without a binding would time
+# the fast mode under the exact mode's name.
+EXACT = ["Leaf.implementation = 'conv'"]
+FAST = ["Leaf.implementation = 'fast'"]
+FRONTENDS = (('LEAF', 'leaf', EXACT),
+             ('fast LEAF', 'leaf', FAST),
+             ('LEAF, random init', 'leaf_random', EXACT),
+             ('fast LEAF, random init', 'leaf_random', FAST),
+             ('SincNet', 'sincnet', []),
              ('mel', 'mel', []))
 
 
@@ -70,6 +79,7 @@ def main():
   parser.add_argument('--segment_seconds', type=float, default=0.96)
   parser.add_argument('--frontends', nargs='+',
                       default=[name for name, _, _ in FRONTENDS],
+                      choices=[name for name, _, _ in FRONTENDS],
                       help='names from the table (mel is always timed)')
   args = parser.parse_args()
   segment = int(round(args.segment_seconds * 16000))
@@ -81,26 +91,37 @@ def main():
   for name, config, bindings in FRONTENDS:
     if name not in args.frontends and name != 'mel':
       continue
+    start = time.perf_counter()
     models[name] = build(config, bindings, args.encoder, segment)
     for _ in range(2):
       models[name].train_on_batch(views, targets)
+    print(f'{name}: built and warmed up in {time.perf_counter() - start:.0f} '
+          's', file=sys.stderr, flush=True)
   times = {name: [] for name in models}
-  for _ in range(args.rounds):
+  cpu_times = {name: [] for name in models}
+  for round_ in range(args.rounds):
     for name, model in models.items():
-      start = time.perf_counter()
+      start, cpu_start = time.perf_counter(), time.process_time()
       for _ in range(args.steps):
         model.train_on_batch(views, targets)
       times[name].append((time.perf_counter() - start) / args.steps)
+      cpu_times[name].append((time.process_time() - cpu_start) / args.steps)
+    print(f'round {round_ + 1}: ' + ', '.join(
+        f'{name} {times[name][-1]:.2f} s ({cpu_times[name][-1]:.2f} CPU s)'
+        for name in models), file=sys.stderr, flush=True)
   mel = statistics.median(times['mel'])
+  mel_cpu = statistics.median(cpu_times['mel'])
   print(f'COLA training step, batch {args.batch} x 2 views x '
         f'{args.segment_seconds} s, {args.encoder} encoder, median of '
         f'{args.rounds} rounds of {args.steps} steps:\n')
-  print('| frontend | step (s) | steps / s | x mel |')
-  print('|---|---:|---:|---:|')
+  print('| frontend | step (s) | steps / s | x mel | CPU s / step | '
+        'CPU x mel |')
+  print('|---|---:|---:|---:|---:|---:|')
   for name, values in times.items():
     median = statistics.median(values)
+    cpu = statistics.median(cpu_times[name])
     print(f'| {name} | {median:.3f} | {1 / median:.2f} | '
-          f'{median / mel:.2f} |')
+          f'{median / mel:.2f} | {cpu:.2f} | {cpu / mel_cpu:.2f} |')
 
 
 if __name__ == '__main__':
