@@ -154,8 +154,10 @@ def pair_stream(clips: tf.data.Dataset, segment: int, seed: Optional[int],
   Args:
     clips: dataset of {'audio': [samples]}.
     segment: crop length in samples.
-    seed: None for new crops at every pass; an int for the same crops at
-      every pass (validation).
+    seed: None for random crops; an int for crops drawn from (seed, the
+      pair's position in `clips`): the same crops at every pass over a
+      finite dataset (validation), the same sequence of crops over a
+      repeated one in every run (training with `pretrain.seed`).
     transform_fns: applied to each crop.
 
   Returns:
@@ -220,6 +222,7 @@ def pretrain(workdir: str = '/tmp/leaf_audio_cola',
              shuffle_buffer: int = 1024,
              strategy: str = 'default',
              data_dir: Optional[str] = None,
+             seed: Optional[int] = None,
              verbose='auto') -> Dict[str, float]:
   """Pre-trains the configured frontend and encoder with COLA; resumes.
 
@@ -246,6 +249,11 @@ def pretrain(workdir: str = '/tmp/leaf_audio_cola',
     shuffle_buffer: clips held by the shuffle buffer.
     strategy: tf.distribute strategy, one of `train.STRATEGIES`.
     data_dir: tensorflow-datasets data directory (None: its default).
+    seed: None, or an int seeding Python, NumPy and TensorFlow
+      (`keras.utils.set_random_seed`) before the model is built (its
+      initialization), the shuffling and the crops: a run with a seed
+      repeats exactly (a resumed run draws its batches from the start of
+      the sequence again).
     verbose: Keras `fit` verbosity.
 
   Returns:
@@ -261,10 +269,15 @@ def pretrain(workdir: str = '/tmp/leaf_audio_cola',
   if segment < 1:
     raise ValueError(f'pretrain.segment_seconds must be > 0, got '
                      f'{segment_seconds}')
+  if seed is not None and (not isinstance(seed, int) or seed < 0):
+    raise ValueError(f'pretrain.seed must be None or an int >= 0, got '
+                     f'{seed!r}')
   distribution = train_lib.make_strategy(strategy)
   workdir = train_lib.worker_workdir(workdir, distribution)
   os.makedirs(workdir, exist_ok=True)
   with workdir_lib.lock(workdir, program='pretrain'):
+    if seed is not None:
+      keras.utils.set_random_seed(seed)
     splits, identities = load_splits(list(datasets or [dataset]), data_dir)
     transform_fns = _transforms()
     train_clips = _concatenate([s['train'] for s in splits])
@@ -272,8 +285,11 @@ def pretrain(workdir: str = '/tmp/leaf_audio_cola',
     if num_train < batch_size:
       raise ValueError(f'{num_train} training clips for pretrain.batch_size '
                        f'{batch_size}; lower the batch size')
-    train_stream = (pair_stream(train_clips.shuffle(shuffle_buffer).repeat(),
-                                segment, None, transform_fns)
+    # With a seed, the shuffling and every pair's crops (drawn from the
+    # seed and the pair's position in the stream) are the same each run.
+    train_stream = (pair_stream(
+        train_clips.shuffle(shuffle_buffer, seed=seed).repeat(), segment,
+        seed, transform_fns)
                     .batch(batch_size, drop_remainder=True)
                     .prefetch(data.AUTOTUNE))
     eval_clips = _concatenate([s['eval'] for s in splits])

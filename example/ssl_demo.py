@@ -2,20 +2,24 @@
 bundled corpus (`python -m example.ssl_demo`, `make ssl-demo`).
 
 For each frontend (LEAF initialized on the mel scale, LEAF initialized at
-random, SincNet, mel-filterbanks):
+random, SincNet, mel-filterbanks) and each of `--seeds` seeds:
 
 1. `example.pretrain` (a child process) on configs/ssl/<frontend>.gin +
-   configs/ssl/demo.gin: COLA on the training clips of data/demo_corpus's
-   three tasks, without their labels (the test clips stay unseen);
+   configs/ssl/demo.gin, with `pretrain.seed` (and, for random LEAF, the
+   filters' `RandomGaborInit.seed`) set to the seed: COLA on the training
+   clips of data/demo_corpus's three tasks, without their labels (the test
+   clips stay unseen). Every frontend runs the same number of steps (the
+   config's pretrain.num_epochs x pretrain.steps_per_epoch);
 2. a linear probe per task on the frozen, pre-trained frontend and encoder:
    the encoder's max-pooled output (the embedding `AudioClassifier`'s heads
-   read) of every 1 s window of the task's train and test clips, computed
-   once in inference mode; a softmax regression on the train embeddings
-   (standardized with the train statistics), `--probe_seeds` times from
-   different head initializations; test accuracy with the logits averaged
-   over each clip's windows, as `example.main` evaluates;
-3. the same probe on an untrained frontend and encoder (the floor), built
-   from the same config with `--floor_runs` random initializations.
+   read) of every 1 s window of the task's train, validation and test clips,
+   computed once in inference mode (no dropout); a softmax regression on the
+   train embeddings (standardized with the train statistics), its L2 weight
+   chosen on the validation clips (`probing.probe`), `--probe_seeds` head
+   initializations; test accuracy with the logits averaged over each clip's
+   windows, as `example.main` evaluates;
+3. the same probe on the same frontend and encoder untrained (the floor),
+   one per seed (seeds 1000 + i).
 
 Probing embeddings computed once, rather than running `example.main` with
 `train.init_from` and `train.freeze = 'encoder'` (the same linear heads on
@@ -23,13 +27,19 @@ the same frozen layers), lets the heads train for many steps in seconds on
 two CPU cores; `example.main`'s probe costs a frontend and encoder forward
 pass per step, plus evaluation and export, for every probe.
 
-It writes runs/ssl_demo/results.json (every run's test accuracy) and
-runs/ssl_demo/summary.md: mean test accuracy per task with the range over
-the runs. Finished pre-trainings are reused and interrupted ones resume.
+It writes runs/ssl_demo/<frontend>/results.json (every run's test accuracy,
+steps, wall and CPU time; invocations with different --frontends can run in
+parallel), runs/ssl_demo/results.json (all of them) and
+runs/ssl_demo/summary.md, over every frontend probed so far: per task, the mean over seeds
+(each seed's value the mean over its head seeds) with the standard
+deviation and range, for the probes and the floors, and the supervised
+accuracy of `make demo` where runs/demo holds it. Finished pre-trainings
+are reused and interrupted ones resume.
 """
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -42,32 +52,40 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from . import callbacks
 from . import cola
 from . import data
+from . import demo
 from . import main as main_lib
 from . import pretrained
 from . import pretraining  # pylint: disable=unused-import (pretrain.* bindings)
 from . import probing
 from . import tasks as tasks_lib
 
-REPO_ROOT = main_lib.REPO_ROOT
-# key -> (name in the table, pre-training config).
+REPO_ROOT = demo.REPO_ROOT
+# key -> (name in the table, pre-training config, bindings of seed s).
 FRONTENDS = {
-    'leaf': ('LEAF (mel init)', 'configs/ssl/leaf.gin'),
-    'leaf_random': ('LEAF (random init)', 'configs/ssl/leaf_random.gin'),
-    'sincnet': ('SincNet', 'configs/ssl/sincnet.gin'),
-    'mel': ('mel', 'configs/ssl/mel.gin'),
+    'leaf': ('LEAF (mel init)', 'configs/ssl/leaf.gin', lambda s: []),
+    # Random filters drawn again for every seed.
+    'leaf_random': ('LEAF (random init)', 'configs/ssl/leaf_random.gin',
+                    lambda s: [f'RandomGaborInit.seed = {s}']),
+    'sincnet': ('SincNet', 'configs/ssl/sincnet.gin', lambda s: []),
+    'mel': ('mel', 'configs/ssl/mel.gin', lambda s: []),
 }
 DEMO_CONFIG = 'configs/ssl/demo.gin'
+RESULTS_FILE = 'results.json'
+# Seeds of the untrained networks (floors): apart from the pre-trainings'.
+FLOOR_SEED = 1000
 
 flags.DEFINE_string('workdir', 'runs/ssl_demo', 'Where every run goes.')
 flags.DEFINE_list('frontends', list(FRONTENDS), 'Frontends, in order.')
-flags.DEFINE_integer('floor_runs', 3, 'Untrained networks probed per '
-                     'frontend.')
-flags.DEFINE_integer('probe_seeds', 3, 'Head initializations per probe.')
+flags.DEFINE_integer('seeds', 2, 'Pre-trainings (and untrained floors) per '
+                     'frontend, seeds 0.. (floors 1000..).')
+flags.DEFINE_integer('probe_seeds', 2, 'Head initializations per probe.')
 flags.DEFINE_integer('probe_steps', 500, 'Full-batch Adam steps of a probe.')
 flags.DEFINE_multi_string('bindings', [], 'Gin bindings added to every '
-                          'pre-training (e.g. a tiny size for a check).')
+                          'pre-training and floor (e.g. a tiny size for a '
+                          'check).')
 flags.DEFINE_bool('skip_pretraining', False, 'Probe each workdir\'s '
                   'pretrained.keras as it stands (after its last completed '
                   'epoch), without pre-training further.')
@@ -75,8 +93,9 @@ FLAGS = flags.FLAGS
 
 
 def _child(module: str, configs: Sequence[str], bindings: Sequence[str],
-           log_path: str) -> float:
-  """Runs `python -m module` with the configs and bindings; its wall time.
+           log_path: str) -> Dict[str, float]:
+  """Runs `python -m module` with the configs and bindings; its wall and
+  CPU seconds (user + system of the child).
 
   Raises:
     RuntimeError: the run failed (its log is named).
@@ -87,32 +106,56 @@ def _child(module: str, configs: Sequence[str], bindings: Sequence[str],
   command += [f'--gin_config={c}' for c in configs]
   command += [f'--gin_bindings={b}' for b in bindings]
   start = time.monotonic()
+  before = resource.getrusage(resource.RUSAGE_CHILDREN)
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
   with open(log_path, 'a') as log:
     done = subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=log,
                           stderr=subprocess.STDOUT)
   if done.returncode:
     raise RuntimeError(f'{" ".join(command)} failed; see {log_path}')
-  return time.monotonic() - start
+  after = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return {'wall_seconds': time.monotonic() - start,
+          'cpu_seconds': (after.ru_utime - before.ru_utime +
+                          after.ru_stime - before.ru_stime)}
 
 
-def pretrain(key: str, workdir: str, extra: Sequence[str]) -> Optional[float]:
-  """Pre-trains one frontend unless done; its wall time (None: reused)."""
-  if os.path.exists(os.path.join(workdir, 'operative_config.gin')):
+def bindings(key: str, seed: int, extra: Sequence[str] = ()) -> List[str]:
+  """The gin bindings of `key`'s run of seed `seed`."""
+  return FRONTENDS[key][2](seed) + list(extra)
+
+
+def _state(workdir: str) -> Optional[Dict]:
+  path = os.path.join(workdir, 'state', 'state.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def pretrain(key: str, seed: int, workdir: str, num_epochs: int,
+             extra: Sequence[str]) -> Optional[Dict[str, float]]:
+  """Pre-trains one frontend with one seed unless its `num_epochs` are
+  done; its wall and CPU seconds (None: reused as it was)."""
+  state = _state(workdir)
+  if state is not None and state['epoch'] >= num_epochs and os.path.exists(
+      os.path.join(workdir, 'operative_config.gin')):
     return None
   return _child('example.pretrain', [FRONTENDS[key][1], DEMO_CONFIG],
-                [f"pretrain.workdir = '{workdir}'"] + list(extra),
+                [f"pretrain.workdir = '{workdir}'", f'pretrain.seed = {seed}']
+                + bindings(key, seed, extra),
                 os.path.join(workdir, 'log.txt'))
 
 
-def _parse(key: str) -> None:
+def _parse(key: str, extra: Sequence[str] = ()) -> None:
   gin.clear_config()
-  main_lib.parse_config([FRONTENDS[key][1], DEMO_CONFIG], [])
+  main_lib.parse_config([FRONTENDS[key][1], DEMO_CONFIG], list(extra))
 
 
-def untrained(key: str, seed: int) -> cola.ColaModel:
-  """The frontend and encoder of `key`'s config, freshly initialized."""
-  _parse(key)
+def untrained(key: str, seed: int, extra: Sequence[str] = ()
+              ) -> cola.ColaModel:
+  """The frontend and encoder of `key`'s config, freshly initialized with
+  `seed` (random LEAF filters drawn with it too)."""
+  _parse(key, bindings(key, seed, extra))
   try:
     keras.utils.set_random_seed(seed)
     model = cola.from_gin()
@@ -122,29 +165,59 @@ def untrained(key: str, seed: int) -> cola.ColaModel:
   return model
 
 
-def _cell(values: List[float]) -> str:
-  if not values:
+def _cell(stats: Optional[Dict]) -> str:
+  if stats is None:
     return ''
-  mean = 100 * float(np.mean(values))
-  if len(values) == 1:
-    return f'{mean:.1f}'
-  return f'{mean:.1f} ({100 * min(values):.0f}-{100 * max(values):.0f})'
+  if stats['runs'] == 1:
+    return f'{100 * stats["mean"]:.1f}'
+  return (f'{100 * stats["mean"]:.1f} ± {100 * stats["std"]:.1f} '
+          f'({100 * stats["min"]:.0f}-{100 * stats["max"]:.0f})')
 
 
-def format_table(results: Dict, tasks: Sequence[str]) -> str:
-  """Markdown: one row per frontend and kind (probe, floor, supervised)."""
-  lines = ['| frontend | probe of | COLA steps | ' + ' | '.join(tasks) +
-           ' |', '|---|---|---:|' + '---:|' * len(tasks)]
-  kinds = (('probe', 'COLA pre-trained'), ('floor', 'untrained (floor)'))
+def supervised(tasks: Sequence[str]) -> Dict[str, Dict[str, float]]:
+  """Test accuracy of `make demo`'s runs (frontend -> task -> accuracy),
+  those runs/demo holds."""
+  found = {}
+  for name, config in demo.FRONTENDS:
+    workdir, _ = demo.run_settings(os.path.join(REPO_ROOT, config))
+    path = os.path.join(workdir, 'metrics.json')
+    if os.path.exists(path):
+      with open(path) as f:
+        metrics = json.load(f)
+      found[name] = {t: metrics[t]['accuracy'] for t in tasks if t in metrics}
+  return found
+
+
+def format_table(results: Dict, tasks: Sequence[str],
+                 reference: Optional[Dict] = None) -> str:
+  """Markdown: per frontend, the probes of its pre-trainings and of its
+  untrained networks (floor), then `make demo`'s supervised accuracy."""
+  lines = ['| frontend | probe of | runs | COLA steps | ' + ' | '.join(tasks) +
+           ' |', '|---|---|---:|---:|' + '---:|' * len(tasks)]
   for key, result in results.items():
-    for kind, label in kinds:
-      runs = result.get(kind) or []
+    pre = result.get('pretrained', [])
+    steps = sorted({r['steps'] for r in pre})
+    kinds = (('COLA pre-trained', [r['probe'] for r in pre],
+              '/'.join(str(s) for s in steps)),
+             ('untrained (floor)', result.get('floor', []), '0'))
+    for label, runs, steps_text in kinds:
       if runs:
-        cells = [_cell([r[t] for r in runs if t in r]) for t in tasks]
-        steps = result.get('pretrain_steps', '') if kind == 'probe' else 0
-        lines.append(f'| {FRONTENDS[key][0]} | {label} | {steps} | ' +
-                     ' | '.join(cells) + ' |')
+        cells = [_cell(probing.summarize(runs, t)) for t in tasks]
+        lines.append(f'| {FRONTENDS[key][0]} | {label} | {len(runs)} | '
+                     f'{steps_text} | ' + ' | '.join(cells) + ' |')
+  for name, accuracy in (reference or {}).items():
+    cells = [f'{100 * accuracy[t]:.1f}' if t in accuracy else ''
+             for t in tasks]
+    lines.append(f'| {name} | supervised (`make demo`) | 1 | | ' +
+                 ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n'
+
+
+def _load_results(path: str) -> Dict:
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  return {}
 
 
 def main(argv: Sequence[str]) -> None:
@@ -154,59 +227,61 @@ def main(argv: Sequence[str]) -> None:
   if unknown:
     raise app.UsageError(f'unknown --frontends {unknown}; expected some of '
                          f'{list(FRONTENDS)}')
+  if FLAGS.seeds < 1 or FLAGS.probe_seeds < 1:
+    raise app.UsageError('--seeds and --probe_seeds must be >= 1')
   root = os.path.join(REPO_ROOT, FLAGS.workdir)
-  _parse(FLAGS.frontends[0])
+  _parse(FLAGS.frontends[0], FLAGS.bindings)
   try:
     datasets = gin.query_parameter('pretrain.datasets')
     data_dir = gin.query_parameter('pretrain.data_dir')
+    num_epochs = gin.query_parameter('pretrain.num_epochs')
   finally:
     gin.clear_config()
   tasks = tasks_lib.load_tasks(datasets, os.path.join(REPO_ROOT, data_dir))
-  seeds = list(range(FLAGS.probe_seeds))
-  results_path = os.path.join(root, 'results.json')
-  results = {}
-  if os.path.exists(results_path):
-    with open(results_path) as f:
-      results = json.load(f)
+  head_seeds = list(range(FLAGS.probe_seeds))
   for key in FLAGS.frontends:
-    pre_dir = os.path.join(root, key, 'pretrain')
-    seconds = None
-    if not FLAGS.skip_pretraining:
-      seconds = pretrain(key, pre_dir, FLAGS.bindings)
-    with open(os.path.join(pre_dir, 'state', 'state.json')) as f:
-      state = json.load(f)
-    print(f'{key}: pre-trained in {pre_dir}, {state["epoch"]} epoch(s), '
-          f'{state["iterations"]} steps' +
-          ('' if seconds is None else f' ({seconds / 60:.1f} min)'),
-          flush=True)
-    result = {'pretrain_seconds': seconds,
-              'pretrain_epochs': state['epoch'],
-              'pretrain_steps': state['iterations'],
-              'probe': probing.probe(pretrained.load(pre_dir), tasks, seeds,
-                             FLAGS.probe_steps),
-              'floor': []}
-    print(f'{key} probe: {result["probe"]}', flush=True)
-    for run in range(FLAGS.floor_runs):
-      result['floor'] += probing.probe(untrained(key, 1000 + run), tasks,
-                                        seeds[:1],
-                               FLAGS.probe_steps)
-      print(f'{key} floor {run}: {result["floor"][-1]}', flush=True)
-    # Merged with what the file holds now (another invocation may be
-    # probing other frontends into the same workdir).
-    if os.path.exists(results_path):
-      with open(results_path) as f:
-        results = {**json.load(f), **results}
-    results[key] = result
-    with open(results_path + '.tmp', 'w') as f:
-      json.dump(results, f, indent=2)
-    os.replace(results_path + '.tmp', results_path)
+    result = {'pretrained': [], 'floor': []}
+    for seed in range(FLAGS.seeds):
+      pre_dir = os.path.join(root, key, f'seed{seed}', 'pretrain')
+      cost = None
+      if not FLAGS.skip_pretraining:
+        cost = pretrain(key, seed, pre_dir, num_epochs, FLAGS.bindings)
+      state = _state(pre_dir)
+      print(f'{key} seed {seed}: pre-trained in {pre_dir}, '
+            f'{state["epoch"]} epoch(s), {state["iterations"]} steps' +
+            ('' if cost is None else
+             f' ({cost["wall_seconds"] / 60:.1f} min, '
+             f'{cost["cpu_seconds"] / 60:.1f} CPU min)'), flush=True)
+      start = time.process_time()
+      run = {'seed': seed, 'epochs': state['epoch'],
+             'steps': state['iterations'], 'cost': cost,
+             'probe': probing.probe(pretrained.load(pre_dir), tasks,
+                                    head_seeds, FLAGS.probe_steps)}
+      run['probe_cpu_seconds'] = time.process_time() - start
+      result['pretrained'].append(run)
+      print(f'{key} seed {seed} probe: {run["probe"]}', flush=True)
+      floor = probing.probe(untrained(key, FLOOR_SEED + seed, FLAGS.bindings),
+                            tasks, head_seeds, FLAGS.probe_steps)
+      result['floor'].append(floor)
+      print(f'{key} floor {FLOOR_SEED + seed}: {floor}', flush=True)
+    # One file per frontend, so that invocations for different frontends
+    # (in parallel) never overwrite each other's results.
+    callbacks.write_json(os.path.join(root, key, RESULTS_FILE), result)
+  results = {key: _load_results(os.path.join(root, key, RESULTS_FILE))
+             for key in FRONTENDS}
+  results = {key: result for key, result in results.items() if result}
+  callbacks.write_json(os.path.join(root, RESULTS_FILE), results)
+  steps = {r['steps'] for result in results.values()
+           for r in result.get('pretrained', [])}
+  if len(steps) > 1:
+    print(f'WARNING: the pre-trainings ran different numbers of steps '
+          f'({sorted(steps)}): the table compares unequal runs.', flush=True)
   task_names = [t.name for t in tasks]
-  table = format_table(results, task_names)
-  with open(os.path.join(root, 'summary.md'), 'w') as f:
-    f.write(table)
-  print(f'\nTest accuracy (%), mean (min-max): probes over {len(seeds)} head '
-        f'seed(s) of one pre-training, floors over {FLAGS.floor_runs} '
-        f'untrained network(s):\n\n{table}')
+  table = format_table(results, task_names, supervised(task_names))
+  callbacks.write_text(os.path.join(root, 'summary.md'), table)
+  print(f'\nTest accuracy (%): mean ± standard deviation (min-max) over '
+        f'runs (pre-trainings or untrained networks, seeds), each run the '
+        f'mean of {len(head_seeds)} probe head seed(s):\n\n{table}')
 
 
 if __name__ == '__main__':

@@ -360,6 +360,21 @@ def test_pretraining_resumes(pretrained_dir):
   assert not np.array_equal(pretrained_dir['first_bilinear'], after)
 
 
+def test_pretraining_seed_repeats_the_run(corpus, tmp_path):
+  """pretrain.seed fixes initialization, shuffling and crops: two runs with
+  one seed end with identical weights (unseeded, the initializations
+  alone differ)."""
+  def weights(name, seed):
+    extra = [f'pretrain.seed = {seed}', 'pretrain.steps_per_epoch = 1',
+             'pretrain.datasets = None',
+             f"pretrain.dataset = '{corpus}/plain'"]
+    _pretrain(corpus, str(tmp_path / name), config='mel', extra=extra)
+    return [w.numpy() for w in pretrained.load(str(tmp_path / name)).weights]
+  first, again = weights('a', 5), weights('b', 5)
+  for x, y in zip(first, again):
+    np.testing.assert_array_equal(x, y)
+
+
 def test_pretraining_workdir_resumes_only_the_run_that_made_it(
     corpus, pretrained_dir):
   workdir = pretrained_dir['workdir']
@@ -561,3 +576,46 @@ def test_demo_probe_fits_separable_embeddings_and_averages_clip_logits():
   expected = np.mean(mean_logits.argmax(1) == labels[::2])
   assert probing.clip_accuracy(head, x, clips, labels) == expected
   assert expected > 0.9
+
+
+def test_probe_minimizes_its_regularized_objective():
+  """At the probe's solution, the gradient of mean cross-entropy + l2 |W|^2
+  (computed with NumPy on the standardized embeddings) vanishes."""
+  l2 = 0.05
+  rng = np.random.default_rng(1)
+  labels = rng.integers(0, 3, 90)
+  x = (rng.normal(size=(3, 6))[labels] + 2 * rng.normal(size=(90, 6))
+       ).astype('float32')
+  head = probing.fit_probe(x, labels, 3, seed=0, steps=1000, l2=l2)
+  kernel, bias = head.layers[-1].get_weights()
+  z = (x - x.mean(0)) / (x.std(0) + 1e-6)
+  logits = z @ kernel + bias
+  np.testing.assert_allclose(head.predict(x, verbose=0), logits, rtol=1e-3,
+                             atol=1e-4)
+  p = np.exp(logits - logits.max(1, keepdims=True))
+  p /= p.sum(1, keepdims=True)
+  error = (p - np.eye(3)[labels]) / len(x)
+  grad_kernel = z.T @ error + 2 * l2 * kernel
+  assert np.abs(grad_kernel).max() < 2e-3
+  assert np.abs(error.sum(0)).max() < 2e-3
+  # A stronger weight gives a smaller kernel.
+  weaker = probing.fit_probe(x, labels, 3, seed=0, steps=1000, l2=l2 / 10)
+  assert (np.linalg.norm(weaker.layers[-1].get_weights()[0]) >
+          np.linalg.norm(kernel))
+
+
+def test_probe_summary_is_mean_std_and_range_over_runs():
+  # Two runs (pre-trainings) of two head seeds each; a run missing a task
+  # does not count for it.
+  runs = [[{'a': 0.5, 'b': 0.2}, {'a': 0.7, 'b': 0.4}],
+          [{'a': 0.2, 'b': 0.1}, {'a': 0.2, 'b': 0.3}],
+          [{'a': 0.9}]]
+  stats = probing.summarize(runs, 'b')
+  values = [0.3, 0.2]
+  assert stats['runs'] == 2
+  np.testing.assert_allclose(
+      [stats['mean'], stats['std'], stats['min'], stats['max']],
+      [np.mean(values), np.std(values, ddof=1), 0.2, 0.3])
+  assert probing.summarize(runs, 'a')['runs'] == 3
+  assert probing.summarize(runs, 'c') is None
+  assert probing.summarize(runs[2:], 'a')['std'] == 0.
