@@ -42,6 +42,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from . import callbacks
 from . import cola
 from . import data
 from . import main as main_lib
@@ -173,8 +174,7 @@ def main(argv: Sequence[str]) -> None:
     seconds = None
     if not FLAGS.skip_pretraining:
       seconds = pretrain(key, pre_dir, FLAGS.bindings)
-    with open(os.path.join(pre_dir, 'state', 'state.json')) as f:
-      state = json.load(f)
+    state = callbacks.Backup(os.path.join(pre_dir, 'state')).state()
     print(f'{key}: pre-trained in {pre_dir}, {state["epoch"]} epoch(s), '
           f'{state["iterations"]} steps' +
           ('' if seconds is None else f' ({seconds / 60:.1f} min)'),

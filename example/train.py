@@ -5,9 +5,13 @@ trained with Adam on random 1 s crops streamed from tensorflow-datasets or
 local folders, evaluated on full-length test clips (1 s windows, logits
 averaged), and exported as a SavedModel. Everything lands in `workdir`:
 
-    state/            last epoch's weights and optimizer state (resuming)
-    best.weights.h5   weights of the best validation epoch, best.json
-    tensorboard/      epoch scalars, train/ and validation/
+    state/            last epoch's weights and optimizer state (resuming;
+                      keras.callbacks.BackupAndRestore's files)
+    best.weights.h5   weights of the epoch of best val_score (the mean over
+                      tasks of the validation metric), best.json
+    tensorboard/      keras.callbacks.TensorBoard: epoch scalars (learning
+                      rate included) and the frontend's filters, train/ and
+                      validation/
     metrics.json      test metrics per task
     export/           SavedModel (serving_default) and labels.json
     operative_config.gin
@@ -294,31 +298,36 @@ def train(workdir: str = '/tmp/leaf_audio',
         operative_config, [t.identity for t in tasks]))
     if strategy != 'default':
       _build_for_fit_from(model, next(iter(streams['train'])))
-    state = callbacks.TrainingState(os.path.join(workdir, 'state'))
-    initial_epoch = state.restore(model)
+    backup = callbacks.Backup(os.path.join(workdir, 'state'))
     metric_name = 'auc' if multilabel else 'accuracy'
     # Keras prefixes metric names with the output name only when there are
     # several outputs.
     monitor = ([f'val_{metric_name}'] if len(tasks) == 1 else
                [f'val_{name}_{metric_name}' for name in num_classes])
-    best = callbacks.BestCheckpoint(workdir, monitor)
-    if initial_epoch < num_epochs:
+    best = callbacks.BestWeights(workdir, 'val_score')
+    if backup.epochs_done() < num_epochs:
       counts = count_validation(streams['eval'])
+      # In this order: the logs are corrected and completed (val_score)
+      # before the best weights, the logs and the backup are saved.
       model.fit(streams['train'],
                 validation_data=with_counted_batches(streams['eval'],
                                                      int(counts['batches'])),
-                epochs=num_epochs, initial_epoch=initial_epoch,
-                steps_per_epoch=steps_per_epoch, verbose=verbose,
-                shuffle=False,
+                epochs=num_epochs, steps_per_epoch=steps_per_epoch,
+                verbose=verbose, shuffle=False,
                 callbacks=[callbacks.RealExampleLoss(counts,
                                                      list(num_classes)),
                            leaf_callbacks.RefreshFastPlans(),
                            callbacks.RecomputeBatchNorm(
                                streams['train'],
                                min(recompute_batchnorm, steps_per_epoch)),
+                           callbacks.MeanOverTasks(monitor, 'val_score'),
                            best,
-                           callbacks.ScalarSummaries(
-                               os.path.join(workdir, 'tensorboard')), state])
+                           callbacks.FilterTensorBoard(
+                               os.path.join(workdir, 'tensorboard')),
+                           backup])
+    else:  # Finished: the last epoch's weights, for want of best ones.
+      backup.set_model(model)
+      backup.on_train_begin()
     callbacks.write_text(os.path.join(workdir, 'operative_config.gin'),
                          gin.operative_config_str())
 

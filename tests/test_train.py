@@ -111,7 +111,7 @@ def test_each_config_trains_evaluates_and_exports(config, corpus, tmp_path):
     assert json.load(f) == {'tones': corpus['names']}
   _check_against_export(workdir, 'tones', corpus['files']['test'])
   assert os.listdir(os.path.join(workdir, 'tensorboard', 'validation'))
-  with open(os.path.join(workdir, 'state', 'state.json')) as f:
+  with open(os.path.join(workdir, 'state', 'training_metadata.json')) as f:
     assert json.load(f)['iterations'] == 2
 
 
@@ -173,6 +173,16 @@ def test_multitask_has_one_head_per_task(corpus, tmp_path):
   out = serve(waveform=tf.zeros([2, 5000]))
   assert {k: v.shape for k, v in out.items()} == {'tones': (2, 2),
                                                   'music': (2, 3)}
+  # The best epoch is that of the best mean of the tasks' logged validation
+  # accuracies (the first one on a tie).
+  logged = _scalars(os.path.join(workdir, 'tensorboard', 'validation'))
+  means = np.mean([[v for _, v in logged[f'epoch_{task}_accuracy']]
+                   for task in ('tones', 'music')], axis=0)
+  assert [v for _, v in logged['epoch_score']] == pytest.approx(means)
+  with open(os.path.join(workdir, 'best.json')) as f:
+    best = json.load(f)
+  assert (best['epoch'], best['score']) == (
+      int(np.argmax(means)) + 1, pytest.approx(means.max()))
 
 
 def test_multitask_loss_counts_each_example_on_its_own_head():
@@ -261,7 +271,7 @@ def test_resume_after_sigkill_mid_epoch(corpus, tmp_path):
   process = subprocess.Popen(_cli(workdir, corpus, extra), cwd=REPO, env=env,
                              stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-  state_path = workdir / 'state' / 'state.json'
+  state_path = workdir / 'state' / 'training_metadata.json'
   deadline = time.time() + 120
   while not state_path.exists() and time.time() < deadline:
     time.sleep(0.05)
@@ -351,7 +361,9 @@ def test_val_loss_is_the_mean_over_real_windows_only(tmp_path):
     nll += list(-log_probs[:, label])
   assert len(nll) == 6
   logged = _scalars(os.path.join(workdir, 'tensorboard', 'validation'))
-  assert logged['loss'] == [(1, pytest.approx(np.mean(nll), rel=1e-4))]
+  assert logged['epoch_loss'] == [(0, pytest.approx(np.mean(nll), rel=1e-4))]
+  assert logged['evaluation_loss_vs_iterations'] == [
+      (2, pytest.approx(np.mean(nll), rel=1e-4))]
   _check_against_export(workdir, 'three', files['test'])
 
 
@@ -509,8 +521,8 @@ def test_two_multi_worker_mirrored_workers_match_one_process(tmp_path):
   assert chief['tones']['accuracy'] == single['tones']['accuracy']
   assert chief['tones']['loss'] == pytest.approx(single['tones']['loss'],
                                                  rel=1e-4)
-  ours = _weights(str(tmp_path / 'multi' / 'state' / 'epoch_00001.weights.h5'))
-  theirs = _weights(str(tmp_path / 'one' / 'state' / 'epoch_00001.weights.h5'))
+  ours = _weights(str(tmp_path / 'multi' / 'state' / 'latest.weights.h5'))
+  theirs = _weights(str(tmp_path / 'one' / 'state' / 'latest.weights.h5'))
   assert sorted(ours) == sorted(theirs)
   for name in ours:
     np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-4,
