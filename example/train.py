@@ -39,6 +39,13 @@ from leaf_audio import callbacks as leaf_callbacks
 from leaf_audio import models
 
 STRATEGIES = ('default', 'mirrored', 'multi_worker_mirrored', 'tpu')
+# Learning rate schedules a config can give train.learning_rate, e.g.
+# `train.learning_rate = @keras.optimizers.schedules.CosineDecay()` with
+# `CosineDecay.initial_learning_rate = 1e-3` and `CosineDecay.decay_steps`.
+for _schedule in (keras.optimizers.schedules.CosineDecay,
+                  keras.optimizers.schedules.ExponentialDecay,
+                  keras.optimizers.schedules.PiecewiseConstantDecay):
+  gin.external_configurable(_schedule, module='keras.optimizers.schedules')
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -94,14 +101,15 @@ def _losses_and_metrics(task_names: Sequence[str], multilabel: bool):
   return ({t: loss() for t in task_names}, {t: [metric()] for t in task_names})
 
 
-def build_model(num_classes: Dict[str, int], learning_rate: float,
+def build_model(num_classes: Dict[str, int], learning_rate,
                 multilabel: bool, init_from: Optional[str] = None,
                 freeze: Optional[str] = None) -> keras.Model:
   """The gin-configured `AudioClassifier`, built and compiled with Adam.
 
   Args:
     num_classes: task name -> number of classes (one head each).
-    learning_rate: Adam's learning rate.
+    learning_rate: Adam's learning rate, a float or a
+      `keras.optimizers.schedules.LearningRateSchedule`.
     multilabel: sigmoid instead of softmax cross-entropy.
     init_from: pre-training workdir the frontend and encoder come from
       (`example.pretrained`); None for the gin-configured ones.
@@ -216,8 +224,13 @@ def _validate(num_epochs, steps_per_epoch, learning_rate, batch_size,
                                       or steps_per_epoch < 1):
     raise ValueError('train.steps_per_epoch must be None or a positive int, '
                      f'got {steps_per_epoch!r}')
-  if not learning_rate > 0:
-    raise ValueError(f'train.learning_rate must be > 0, got {learning_rate}')
+  if not isinstance(learning_rate,
+                    keras.optimizers.schedules.LearningRateSchedule) and not (
+                        isinstance(learning_rate, (int, float))
+                        and learning_rate > 0):
+    raise ValueError('train.learning_rate must be a number > 0 or a '
+                     'keras.optimizers.schedules.LearningRateSchedule, got '
+                     f'{learning_rate!r}')
 
 
 @gin.configurable(denylist=['verbose'])
@@ -225,7 +238,7 @@ def train(workdir: str = '/tmp/leaf_audio',
           dataset: str = 'speech_commands',
           num_epochs: int = 10,
           steps_per_epoch: Optional[int] = None,
-          learning_rate: float = 1e-4,
+          learning_rate=1e-4,
           batch_size: int = 64,
           datasets: Optional[Sequence[str]] = None,
           multilabel: bool = False,
@@ -251,7 +264,9 @@ def train(workdir: str = '/tmp/leaf_audio',
     num_epochs: number of epochs.
     steps_per_epoch: batches per epoch; None for one pass over the train
       split(s).
-    learning_rate: Adam's learning rate.
+    learning_rate: Adam's learning rate, a number or a schedule of the
+      optimizer's step (`keras.optimizers.schedules`: CosineDecay,
+      ExponentialDecay, PiecewiseConstantDecay are configurable).
     batch_size: global batch size (split across replicas).
     datasets: several datasets for multi-task training (one head each);
       overrides `dataset`.

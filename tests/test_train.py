@@ -325,8 +325,9 @@ def _scalars(log_dir):
     for event in tf.compat.v1.train.summary_iterator(
         os.path.join(log_dir, name)):
       for value in event.summary.value:
-        found.setdefault(value.tag, []).append(
-            (event.step, float(tf.make_ndarray(value.tensor))))
+        array = tf.make_ndarray(value.tensor)
+        if array.ndim == 0:  # Not an image.
+          found.setdefault(value.tag, []).append((event.step, float(array)))
   return found
 
 
@@ -347,7 +348,14 @@ def test_val_loss_is_the_mean_over_real_windows_only(tmp_path):
       root, {'a': 300., 'b': 900., 'c': 2700.}, counts=(2, 1, 1),
       lengths=(0.6, 1.7, 2.4))
   workdir = str(tmp_path / 'run')
-  _run('mel', _bindings(workdir, root, str(tmp_path / 'tfds')))
+  # With a scheduled learning rate, which TensorBoard logs.
+  _run('mel', _bindings(workdir, root, str(tmp_path / 'tfds'), [
+      'train.learning_rate = @keras.optimizers.schedules.ExponentialDecay()',
+      'ExponentialDecay.initial_learning_rate = 1e-3',
+      'ExponentialDecay.decay_steps = 4', 'ExponentialDecay.decay_rate = 0.1']))
+  rates = _scalars(os.path.join(workdir, 'tensorboard', 'train'))
+  assert rates['epoch_learning_rate'] == [
+      (0, pytest.approx(1e-3 * 0.1 ** (2 / 4), rel=1e-6))]
   model = models.AudioClassifier({'three': 3},
                                  frontend=frontend.MelFilterbanks(),
                                  encoder=models.ConvNet(filters=[8, 8]))
