@@ -230,3 +230,14 @@ def test_a_kill_between_the_renames_is_finished_on_reading(tmp_path,
   assert reader.epochs_done() == 2
   np.testing.assert_array_equal(restored.layers[0].kernel.numpy(),
                                 epoch_1[0] + 1.)
+
+
+def test_the_learning_rate_is_a_positive_number_or_a_schedule():
+  from example import train  # pylint: disable=g-import-not-at-top
+  train._validate(1, None, keras.optimizers.schedules.CosineDecay(1e-3, 10), 4,
+                  'default')
+  train._validate(1, None, 3e-4, 4, 'default')
+  for bad in (0., -1e-3, '1e-3', None):
+    with pytest.raises(ValueError, match=r'train.learning_rate must be a '
+                       r'number > 0 or a keras.optimizers.schedules'):
+      train._validate(1, None, bad, 4, 'default')
