@@ -40,6 +40,9 @@ setuptools.setup(
         # in the wheel) and resampling to 16 kHz.
         'soundfile>=0.12',
         'soxr>=0.3.7',
+        # The training logs: keras.callbacks.TensorBoard writes them with
+        # tf.summary, which TensorFlow 2.21 takes from this package.
+        'tensorboard>=2.20',
     ],
     extras_require={
         'dev': ['pytest>=8'],

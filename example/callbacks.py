@@ -1,8 +1,23 @@
-"""Callbacks that make a run last: resumable state, best model, logs.
+"""Callbacks of the training programs: Keras' own, made to lose nothing.
 
-Every file is written under a temporary name and renamed into place, so a
+    Backup           keras.callbacks.BackupAndRestore: the last epoch's state
+                     (weights, optimizer), resumed after a kill
+    MeanOverTasks    adds `val_score`, the mean of every task's validation
+                     metric, to the epoch's logs
+    BestWeights      keras.callbacks.ModelCheckpoint on `val_score`: the best
+                     epoch's weights, and best.json, kept across a resume
+    FilterTensorBoard  keras.callbacks.TensorBoard (epoch scalars, the
+                     learning rate) plus an image of the frontend's filters
+    RealExampleLoss  validation losses over real examples only
+    RecomputeBatchNorm  batch normalization statistics of the final weights
+
+Keras' savers write straight to their files with h5py: a kill mid-write
+tears the file, and h5py writing to a full disk can crash the process
+(segmentation fault). Here every file is built in memory, written aside and
+renamed into place, and files that belong together (weights and the JSON
+that describes them) are replaced together (`replace_together`), so that a
 run killed at any instant (even by SIGKILL) leaves either the previous or
-the new state on disk, never a torn one.
+the new state, never a torn or mixed one.
 """
 
 import io
@@ -15,11 +30,13 @@ import keras
 from keras.src.saving import saving_lib
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
+
+from leaf_audio import callbacks as leaf_callbacks
+from leaf_audio import convolution
 
 
-def write_bytes(path: str, content: bytes) -> None:
-  """Writes a file atomically: aside, flushed to disk, then renamed.
+def _write_aside(path: str, content: bytes) -> str:
+  """Writes `content` to `path`.tmp, flushed to disk; returns that path.
 
   Raises:
     OSError: the write failed (a full disk: errno ENOSPC); the message names
@@ -32,7 +49,6 @@ def write_bytes(path: str, content: bytes) -> None:
       f.write(content)
       f.flush()
       os.fsync(f.fileno())
-    os.replace(tmp, path)
   except OSError as e:
     try:
       os.remove(tmp)
@@ -42,6 +58,16 @@ def write_bytes(path: str, content: bytes) -> None:
                   'previous version, if any, is unchanged. Free some space '
                   '(or fix the error) and run again: the run resumes from '
                   'its last saved state', path) from e
+  return tmp
+
+
+def write_bytes(path: str, content: bytes) -> None:
+  """Writes a file atomically: aside, flushed to disk, then renamed.
+
+  Raises:
+    OSError: as `_write_aside`.
+  """
+  os.replace(_write_aside(path, content), path)
 
 
 def write_text(path: str, text: str) -> None:
@@ -52,6 +78,61 @@ def write_text(path: str, text: str) -> None:
 def write_json(path: str, content: Dict) -> None:
   """Writes JSON atomically (see `write_bytes`)."""
   write_text(path, json.dumps(content, indent=2))
+
+
+def read_json(path: str) -> Optional[Dict]:
+  """The JSON content of `path`, or None when there is no such file."""
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _journal(directory: str, group: str) -> str:
+  return os.path.join(directory, f'.{group}.replacing.json')
+
+
+def replace_together(directory: str, group: str,
+                     contents: Dict[str, bytes]) -> None:
+  """Replaces several files of `directory` as one: all old or all new.
+
+  Each file is written aside (`<name>.tmp`); once all are complete, a
+  journal naming them is written (atomically), the files are renamed into
+  place and the journal is removed. A kill before the journal exists leaves
+  the old files; after, `recover` (called before reading them) finishes the
+  renames.
+
+  Args:
+    directory: where the files are (created if missing).
+    group: the files' name in the journal (`.<group>.replacing.json`).
+    contents: file name -> content.
+
+  Raises:
+    OSError: as `_write_aside`; the old files are unchanged.
+  """
+  os.makedirs(directory, exist_ok=True)
+  written = []
+  try:
+    for name, content in contents.items():
+      written.append(_write_aside(os.path.join(directory, name), content))
+  except OSError:
+    for tmp in written:
+      os.remove(tmp)
+    raise
+  write_json(_journal(directory, group), {'files': list(contents)})
+  recover(directory, group)
+
+
+def recover(directory: str, group: str) -> None:
+  """Finishes (or discards) a `replace_together` that a kill interrupted."""
+  journal = read_json(_journal(directory, group))
+  if journal is None:
+    return
+  for name in journal['files']:
+    path = os.path.join(directory, name)
+    if os.path.exists(f'{path}.tmp'):
+      os.replace(f'{path}.tmp', path)
+  os.remove(_journal(directory, group))
 
 
 def weights_h5(model: keras.Model) -> bytes:
@@ -72,92 +153,238 @@ def weights_h5(model: keras.Model) -> bytes:
   return buffer.getvalue()
 
 
-def _save_weights(model: keras.Model, path: str) -> None:
-  """Saves weights (with the optimizer's state) atomically to `path`."""
-  write_bytes(path, weights_h5(model))
+class Backup(keras.callbacks.BackupAndRestore):
+  """`keras.callbacks.BackupAndRestore`, saving atomically.
 
+  Keras' callback saves `latest.weights.h5` (the model's and optimizer's
+  variables) and `training_metadata.json` ({'epoch': epochs done, 'batch'})
+  in `backup_dir` at every epoch's end; at the start of `fit` it loads them
+  and makes `fit` continue after the saved epoch. Here both files are
+  replaced together (`replace_together`), the metadata also holds the
+  optimizer's step count ('iterations'), and the backup stays when training
+  ends (Keras deletes it by default): a finished run's workdir says how many
+  epochs it did, so that running it again only re-evaluates.
 
-def read_json(path: str) -> Optional[Dict]:
-  """The JSON content of `path`, or None when there is no such file."""
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
+  Only whole epochs are backed up: Keras 3.15 records the batch of a
+  mid-epoch backup (`save_freq=<steps>`) but resumes at the start of that
+  epoch, so a run resumed from one would take more steps than a run never
+  killed.
 
-
-class TrainingState(keras.callbacks.Callback):
-  """Saves the whole training state after every epoch, to resume from.
-
-  The state is the model's and the optimizer's variables, in
-  `epoch_<n>.weights.h5`, and `state.json` naming that file with the number
-  of epochs done; `state.json` is replaced last, so it always names a
-  complete file.
+  Args:
+    backup_dir: the folder of the backup (the workdir's `state/`).
   """
 
-  def __init__(self, directory: str):
-    super().__init__()
-    self._directory = directory
-    self._state_path = os.path.join(directory, 'state.json')
+  GROUP = 'backup'
 
-  def restore(self, model: keras.Model) -> int:
-    """Loads the last saved state into a built, compiled model.
+  def __init__(self, backup_dir: str):
+    super().__init__(backup_dir, save_freq='epoch', delete_checkpoint=False)
+    self.weights_path = self._weights_path
+    self._names = (os.path.basename(self._weights_path),
+                   os.path.basename(self._training_metadata_path))
 
-    Returns:
-      the number of epochs already done (0 when starting afresh).
-    """
-    state = read_json(self._state_path)
-    if state is None:
-      return 0
-    if not model.optimizer.built:
-      model.optimizer.build(model.trainable_variables)
-    model.load_weights(os.path.join(self._directory, state['weights']))
-    logging.info('Resuming after epoch %d (optimizer step %d) from %s.',
-                 state['epoch'], state['iterations'], self._directory)
-    return state['epoch']
+  def state(self) -> Optional[Dict]:
+    """The saved training metadata ({'epoch', 'batch', 'iterations'}), or
+    None before the first epoch's end."""
+    recover(self.backup_dir, self.GROUP)
+    self._adopt_former_layout()
+    return read_json(self._training_metadata_path)
 
-  def on_epoch_end(self, epoch: int, logs=None) -> None:
-    os.makedirs(self._directory, exist_ok=True)
-    name = f'epoch_{epoch + 1:05d}.weights.h5'
-    _save_weights(self.model, os.path.join(self._directory, name))
-    write_json(self._state_path, {
-        'epoch': epoch + 1, 'weights': name,
-        'iterations': int(self.model.optimizer.iterations.numpy())})
-    for old in os.listdir(self._directory):
-      if old.startswith('epoch_') and old != name:
-        os.remove(os.path.join(self._directory, old))
+  def _adopt_former_layout(self) -> None:
+    """Renames a backup of the former layout (`state.json` naming an
+    `epoch_<n>.weights.h5`) to Keras' names, so that its run resumes."""
+    former = read_json(os.path.join(self.backup_dir, 'state.json'))
+    if (former is None or 'weights' not in former or
+        os.path.exists(self._training_metadata_path)):
+      return
+    old_weights = os.path.join(self.backup_dir, former['weights'])
+    with open(old_weights, 'rb') as f:
+      content = f.read()
+    weights, metadata = self._names
+    replace_together(self.backup_dir, self.GROUP, {
+        weights: content,
+        metadata: json.dumps({'epoch': former['epoch'], 'batch': 0,
+                              'iterations': former['iterations']}).encode()})
+    os.remove(os.path.join(self.backup_dir, 'state.json'))
+    os.remove(old_weights)
+
+  def epochs_done(self) -> int:
+    """How many epochs the backup holds (0 when there is none)."""
+    state = self.state()
+    return state['epoch'] if state else 0
+
+  def _load_model(self):
+    state = self.state()
+    super()._load_model()
+    if state:
+      logging.info('Resuming after epoch %d (optimizer step %d) from %s.',
+                   state['epoch'], state.get('iterations', -1),
+                   self.backup_dir)
+
+  def _save_model(self):
+    weights, metadata = self._names
+    replace_together(self.backup_dir, self.GROUP, {
+        weights: weights_h5(self.model),
+        metadata: json.dumps({
+            'epoch': self._current_epoch, 'batch': self._last_batch_seen,
+            'iterations': int(self.model.optimizer.iterations.numpy())
+        }).encode()})
 
 
-class BestCheckpoint(keras.callbacks.Callback):
-  """Keeps the weights of the epoch with the best validation score.
+class MeanOverTasks(keras.callbacks.Callback):
+  """Adds the mean of several epoch logs (each task's validation metric) to
+  the logs as `name`, for the callbacks after it (`BestWeights`, the
+  TensorBoard) to read.
 
-  The score is the mean of `monitor` logs (e.g. every task's validation
-  accuracy), higher is better; it is added to the logs as `val_score`. The
-  best score so far lives in `best.json`, so it survives a restart.
+  Args:
+    monitor: the logs to average, e.g. ['val_a_accuracy', 'val_b_accuracy'].
+    name: the key of their mean.
   """
 
-  def __init__(self, directory: str, monitor: Sequence[str]):
+  def __init__(self, monitor: Sequence[str], name: str = 'val_score'):
     super().__init__()
-    self._directory = directory
-    self._monitor = list(monitor)
-    self.weights_path = os.path.join(directory, 'best.weights.h5')
-    self._info_path = os.path.join(directory, 'best.json')
-    best = read_json(self._info_path)
-    self.best = best['score'] if best else -np.inf
+    self.monitor = list(monitor)
+    self.name = name
 
   def on_epoch_end(self, epoch: int, logs=None) -> None:
-    missing = [k for k in self._monitor if k not in logs]
+    missing = [k for k in self.monitor if k not in logs]
     if missing:
       raise KeyError(f'validation logs lack {missing}; got {sorted(logs)}')
-    score = float(np.mean([logs[k] for k in self._monitor]))
-    logs['val_score'] = score
-    if score > self.best:
-      os.makedirs(self._directory, exist_ok=True)
-      _save_weights(self.model, self.weights_path)
-      write_json(self._info_path, {'epoch': epoch + 1, 'score': score,
-                                    'monitor': self._monitor})
-      logging.info('Epoch %d: validation score %.4f (best so far), saved.',
-                   epoch + 1, score)
-      self.best = score
+    logs[self.name] = float(np.mean([logs[k] for k in self.monitor]))
+
+
+class BestWeights(keras.callbacks.ModelCheckpoint):
+  """`keras.callbacks.ModelCheckpoint` of the best epoch, kept across runs.
+
+  Saves `best.weights.h5` whenever `monitor` (higher is better) beats its
+  best value so far, with `best.json` ({'epoch', 'score', 'monitor'}); both
+  are replaced together (`replace_together`). A resumed run starts from
+  the score in `best.json` (`initial_value_threshold`), so that its first
+  epoch replaces the best weights only if it beats every epoch before.
+
+  Args:
+    directory: where the two files go (the workdir).
+    monitor: the epoch log to maximize (`MeanOverTasks` adds `val_score`).
+  """
+
+  GROUP = 'best'
+  INFO = 'best.json'
+
+  def __init__(self, directory: str, monitor: str = 'val_score'):
+    self.directory = directory
+    recover(directory, self.GROUP)
+    best = read_json(os.path.join(directory, self.INFO))
+    super().__init__(
+        os.path.join(directory, 'best.weights.h5'), monitor=monitor,
+        mode='max', save_best_only=True, save_weights_only=True,
+        initial_value_threshold=best['score'] if best else None)
+    self.weights_path = self.filepath
+
+  def _save_model(self, epoch, batch, logs):
+    if self.monitor not in (logs or {}):
+      raise KeyError(f'the epoch logs lack {self.monitor!r} (add '
+                     f'MeanOverTasks before this callback); got '
+                     f'{sorted(logs or {})}')
+    if not self._should_save_model(epoch, batch, logs, self.filepath):
+      return
+    score = float(logs[self.monitor])
+    replace_together(self.directory, self.GROUP, {
+        os.path.basename(self.filepath): weights_h5(self.model),
+        self.INFO: json.dumps({'epoch': epoch + 1, 'score': score,
+                               'monitor': self.monitor}).encode()})
+    logging.info('Epoch %d: %s %.4f (best so far), saved.', epoch + 1,
+                 self.monitor, score)
+
+
+FILTERS_TAG = 'frontend_filters'
+_FLOOR_DB = 60.
+
+
+def filter_gains(layer: keras.layers.Layer,
+                 min_fft: int = 512) -> Optional[np.ndarray]:
+  """Gain of each channel's filter at frequencies 0 to sample_rate / 2.
+
+  The filters are the learnable frontend's convolution (`impulse_responses`
+  of Gabor / sinc / normalized filters, or a plain kernel), [W, 1, F]. With
+  FFT size n (the smallest power of 2 >= max(W, min_fft)), H_f = rfft(h_f, n)
+  and, where channel c is the squared modulus of the filter pair (2c, 2c+1)
+  (LEAF, TD-filterbanks), its gain to a sinusoid of frequency k sr / n is
+      g_c[k] = sqrt(|H_2c[k]|^2 + |H_2c+1[k]|^2),
+  else (sinc filters, one per channel) g_c[k] = |H_c[k]|.
+
+  Returns:
+    [channels, n // 2 + 1] float64 gains, or None when the layer has no
+    such convolution (MelFilterbanks, WaveGram).
+  """
+  conv = getattr(layer, '_complex_conv', None)
+  if conv is None:
+    return None
+  kernel = (conv.impulse_responses() if hasattr(conv, 'impulse_responses')
+            else conv.kernel)
+  filters = np.asarray(keras.ops.convert_to_numpy(kernel), np.float64)[:, 0]
+  n = max(min_fft, 1 << (filters.shape[0] - 1).bit_length())
+  power = np.abs(np.fft.rfft(filters, n, axis=0)) ** 2
+  if isinstance(getattr(layer, '_activation', None),
+                convolution.SquaredModulus):
+    power = power[:, 0::2] + power[:, 1::2]
+  return np.sqrt(power).T
+
+
+def filters_image(model: keras.Model) -> Optional[np.ndarray]:
+  """A heat map of the filters' gains of the model's learnable frontend.
+
+  One row per channel, channel 0 at the bottom; one column per frequency,
+  0 Hz at the left to sample_rate / 2 at the right (`filter_gains`). The
+  gray level is the gain in dB relative to the channel's peak,
+  255 * (1 + max(20 log10(g / max g), -60) / 60): white at the peak, black
+  60 dB below and lower.
+
+  Returns:
+    [channels, n // 2 + 1] uint8, or None when the model has no learnable
+    frontend with filters.
+  """
+  for layer in leaf_callbacks.leaf_layers(model):
+    gains = filter_gains(layer)
+    if gains is not None:
+      break
+  else:
+    return None
+  peak = np.maximum(gains.max(axis=1, keepdims=True), 1e-30)
+  db = 20. * np.log10(np.maximum(gains / peak, 1e-30))
+  level = 255. * (1. + np.maximum(db, -_FLOOR_DB) / _FLOOR_DB)
+  return np.round(level[::-1]).astype(np.uint8)
+
+
+class FilterTensorBoard(keras.callbacks.TensorBoard):
+  """`keras.callbacks.TensorBoard`, plus the frontend's filters each epoch.
+
+  Keras writes every epoch's logs as scalars, in `log_dir/train` (with the
+  optimizer's learning rate, `epoch_learning_rate`, the rate of the next
+  step, a schedule's included) and `log_dir/validation` (the `val_` logs,
+  prefix dropped), tagged `epoch_<name>`, at step = epoch index (from 0).
+  This adds, in `train`, the image `frontend_filters` (`filters_image`) at
+  the same step, and flushes both writers at every epoch's end, so that
+  nothing logged is lost to a kill.
+
+  Args:
+    log_dir: the TensorBoard folder (the workdir's `tensorboard/`).
+  """
+
+  def __init__(self, log_dir: str):
+    super().__init__(log_dir, write_graph=False)
+
+  def on_epoch_end(self, epoch: int, logs=None) -> None:
+    super().on_epoch_end(epoch, logs)
+    image = filters_image(self.model)
+    if image is not None:
+      with self._train_writer.as_default():
+        tf.summary.image(
+            FILTERS_TAG, image[None, :, :, None], step=epoch,
+            description='Gain of each filter of the frontend: one row per '
+            'channel (0 at the bottom), frequency from 0 Hz (left) to half '
+            'the sample rate (right); white at the channel\'s peak, black '
+            f'{_FLOOR_DB:.0f} dB below.')
+    for writer in self._writers.values():
+      writer.flush()
 
 
 class RealExampleLoss(keras.callbacks.Callback):
@@ -169,7 +396,9 @@ class RealExampleLoss(keras.callbacks.Callback):
   sum(w * l) / rows, padding rows included (0.41 instead of 1.10 at chance
   on 3 classes). This callback, placed first, rescales it to
   sum(w * l) / real rows, and each task's `val_<task>_loss` to the mean over
-  that task's own rows, before any other callback reads the logs.
+  that task's own rows, before any other callback reads the logs; so too
+  the logs of the validation's end (`loss`, `<task>_loss`), which the
+  TensorBoard logs as `evaluation_loss_vs_iterations`.
   """
 
   def __init__(self, counts: Dict[str, float], task_names: Sequence[str]):
@@ -182,7 +411,15 @@ class RealExampleLoss(keras.callbacks.Callback):
             counts[f'real/{name}'], 1.)
 
   def on_epoch_end(self, epoch: int, logs=None) -> None:
-    for key, scale in self._scales.items():
+    self._rescale(logs, self._scales)
+
+  def on_test_end(self, logs=None) -> None:
+    self._rescale(logs, {key.removeprefix('val_'): scale
+                         for key, scale in self._scales.items()})
+
+  @staticmethod
+  def _rescale(logs, scales) -> None:
+    for key, scale in scales.items():
       if logs is not None and key in logs:
         logs[key] = float(logs[key]) * scale
 
@@ -251,29 +488,3 @@ class RecomputeBatchNorm(keras.callbacks.Callback):
     if used:
       logging.info('Batch normalization statistics recomputed over %d '
                    'training batches.', used)
-
-
-class ScalarSummaries(keras.callbacks.Callback):
-  """Writes every epoch's logs as TensorBoard scalars (train/ and val/).
-
-  Written with `tf.summary.write` and the scalars plugin's metadata, which
-  needs no `tensorboard` package at training time.
-  """
-
-  def __init__(self, log_dir: str):
-    super().__init__()
-    self._writers = {
-        kind: tf.summary.create_file_writer(os.path.join(log_dir, kind))
-        for kind in ('train', 'validation')}
-    self._metadata = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(
-            plugin_name='scalars'))
-
-  def on_epoch_end(self, epoch: int, logs=None) -> None:
-    for key, value in (logs or {}).items():
-      kind = 'validation' if key.startswith('val_') else 'train'
-      with self._writers[kind].as_default():
-        tf.summary.write(key.removeprefix('val_'), float(value),
-                         step=epoch + 1, metadata=self._metadata)
-    for writer in self._writers.values():
-      writer.flush()

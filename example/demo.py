@@ -68,7 +68,7 @@ def run_settings(config: str) -> Tuple[str, int]:
 def is_finished(workdir: str, num_epochs: int) -> bool:
   """Whether `workdir` holds a run trained for `num_epochs`, tested, exported.
   """
-  state = callbacks.read_json(os.path.join(workdir, 'state', 'state.json'))
+  state = callbacks.Backup(os.path.join(workdir, 'state')).state()
   return (state is not None and state['epoch'] >= num_epochs and
           os.path.exists(os.path.join(workdir, 'metrics.json')) and
           os.path.exists(os.path.join(workdir, 'export', 'saved_model.pb')))

@@ -46,6 +46,7 @@ import keras
 import numpy as np
 
 from . import audio_io
+from . import callbacks
 from . import console
 from . import data
 from . import main as main_lib
@@ -86,8 +87,7 @@ def _classifier_from_training_workdir(workdir: str) -> keras.Model:
                      'metrics.json: is the training finished?')
   weights = os.path.join(workdir, 'best.weights.h5')
   if not os.path.exists(weights):
-    with open(os.path.join(workdir, 'state', 'state.json')) as f:
-      weights = os.path.join(workdir, 'state', json.load(f)['weights'])
+    weights = callbacks.Backup(os.path.join(workdir, 'state')).weights_path
   gin.clear_config()
   try:
     main_lib.parse_config([os.path.join(workdir, 'operative_config.gin')], [])

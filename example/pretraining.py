@@ -9,8 +9,8 @@ splits are pre-trained on; the validation splits measure the loss and the
 pair-identification accuracy; test splits are never read. The workdir holds:
 
     state/                last epoch's weights and optimizer state (resuming)
-    tensorboard/          epoch scalars (loss, pair_accuracy), train/ and
-                          validation/
+    tensorboard/          epoch scalars (loss, pair_accuracy, learning rate)
+                          and the frontend's filters, train/ and validation/
     pretrained.keras      the COLA model (frontend, encoder, projection),
                           replaced after every epoch; `train.init_from`
                           reads it
@@ -315,18 +315,20 @@ def pretrain(workdir: str = '/tmp/leaf_audio_cola',
     # Everything configurable has been called: the operative config is whole.
     workdir_lib.check_or_record(workdir, workdir_lib.make_record(
         gin.operative_config_str(), identities), program='pretrain')
-    state = callbacks.TrainingState(os.path.join(workdir, 'state'))
-    initial_epoch = state.restore(model)
+    backup = callbacks.Backup(os.path.join(workdir, 'state'))
     history = {}
-    if initial_epoch < num_epochs:
+    if backup.epochs_done() < num_epochs:
       history = model.fit(
           train_stream, validation_data=validation, epochs=num_epochs,
-          initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-          verbose=verbose, shuffle=False,
+          steps_per_epoch=steps_per_epoch, verbose=verbose, shuffle=False,
           callbacks=[leaf_callbacks.RefreshFastPlans(),
                      SavePretrained(os.path.join(workdir, PRETRAINED_FILE)),
-                     callbacks.ScalarSummaries(
-                         os.path.join(workdir, 'tensorboard')), state]).history
+                     callbacks.FilterTensorBoard(
+                         os.path.join(workdir, 'tensorboard')),
+                     backup]).history
+    else:  # Finished: the last epoch's weights.
+      backup.set_model(model)
+      backup.on_train_begin()
     if not os.path.exists(os.path.join(workdir, PRETRAINED_FILE)):
       save(model, os.path.join(workdir, PRETRAINED_FILE))
     callbacks.write_text(os.path.join(workdir, 'operative_config.gin'),

@@ -125,11 +125,7 @@ def bindings(key: str, seed: int, extra: Sequence[str] = ()) -> List[str]:
 
 
 def _state(workdir: str) -> Optional[Dict]:
-  path = os.path.join(workdir, 'state', 'state.json')
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
+  return callbacks.Backup(os.path.join(workdir, 'state')).state()
 
 
 def pretrain(key: str, seed: int, workdir: str, num_epochs: int,

@@ -5,9 +5,13 @@ trained with Adam on random 1 s crops streamed from tensorflow-datasets or
 local folders, evaluated on full-length test clips (1 s windows, logits
 averaged), and exported as a SavedModel. Everything lands in `workdir`:
 
-    state/            last epoch's weights and optimizer state (resuming)
-    best.weights.h5   weights of the best validation epoch, best.json
-    tensorboard/      epoch scalars, train/ and validation/
+    state/            last epoch's weights and optimizer state (resuming;
+                      keras.callbacks.BackupAndRestore's files)
+    best.weights.h5   weights of the epoch of best val_score (the mean over
+                      tasks of the validation metric), best.json
+    tensorboard/      keras.callbacks.TensorBoard: epoch scalars (learning
+                      rate included) and the frontend's filters, train/ and
+                      validation/
     metrics.json      test metrics per task
     export/           SavedModel (serving_default) and labels.json
     operative_config.gin
@@ -35,6 +39,13 @@ from leaf_audio import callbacks as leaf_callbacks
 from leaf_audio import models
 
 STRATEGIES = ('default', 'mirrored', 'multi_worker_mirrored', 'tpu')
+# Learning rate schedules a config can give train.learning_rate, e.g.
+# `train.learning_rate = @keras.optimizers.schedules.CosineDecay()` with
+# `CosineDecay.initial_learning_rate = 1e-3` and `CosineDecay.decay_steps`.
+for _schedule in (keras.optimizers.schedules.CosineDecay,
+                  keras.optimizers.schedules.ExponentialDecay,
+                  keras.optimizers.schedules.PiecewiseConstantDecay):
+  gin.external_configurable(_schedule, module='keras.optimizers.schedules')
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -90,14 +101,15 @@ def _losses_and_metrics(task_names: Sequence[str], multilabel: bool):
   return ({t: loss() for t in task_names}, {t: [metric()] for t in task_names})
 
 
-def build_model(num_classes: Dict[str, int], learning_rate: float,
+def build_model(num_classes: Dict[str, int], learning_rate,
                 multilabel: bool, init_from: Optional[str] = None,
                 freeze: Optional[str] = None) -> keras.Model:
   """The gin-configured `AudioClassifier`, built and compiled with Adam.
 
   Args:
     num_classes: task name -> number of classes (one head each).
-    learning_rate: Adam's learning rate.
+    learning_rate: Adam's learning rate, a float or a
+      `keras.optimizers.schedules.LearningRateSchedule`.
     multilabel: sigmoid instead of softmax cross-entropy.
     init_from: pre-training workdir the frontend and encoder come from
       (`example.pretrained`); None for the gin-configured ones.
@@ -212,8 +224,13 @@ def _validate(num_epochs, steps_per_epoch, learning_rate, batch_size,
                                       or steps_per_epoch < 1):
     raise ValueError('train.steps_per_epoch must be None or a positive int, '
                      f'got {steps_per_epoch!r}')
-  if not learning_rate > 0:
-    raise ValueError(f'train.learning_rate must be > 0, got {learning_rate}')
+  if not isinstance(learning_rate,
+                    keras.optimizers.schedules.LearningRateSchedule) and not (
+                        isinstance(learning_rate, (int, float))
+                        and learning_rate > 0):
+    raise ValueError('train.learning_rate must be a number > 0 or a '
+                     'keras.optimizers.schedules.LearningRateSchedule, got '
+                     f'{learning_rate!r}')
 
 
 @gin.configurable(denylist=['verbose'])
@@ -221,7 +238,7 @@ def train(workdir: str = '/tmp/leaf_audio',
           dataset: str = 'speech_commands',
           num_epochs: int = 10,
           steps_per_epoch: Optional[int] = None,
-          learning_rate: float = 1e-4,
+          learning_rate=1e-4,
           batch_size: int = 64,
           datasets: Optional[Sequence[str]] = None,
           multilabel: bool = False,
@@ -247,7 +264,9 @@ def train(workdir: str = '/tmp/leaf_audio',
     num_epochs: number of epochs.
     steps_per_epoch: batches per epoch; None for one pass over the train
       split(s).
-    learning_rate: Adam's learning rate.
+    learning_rate: Adam's learning rate, a number or a schedule of the
+      optimizer's step (`keras.optimizers.schedules`: CosineDecay,
+      ExponentialDecay, PiecewiseConstantDecay are configurable).
     batch_size: global batch size (split across replicas).
     datasets: several datasets for multi-task training (one head each);
       overrides `dataset`.
@@ -294,31 +313,36 @@ def train(workdir: str = '/tmp/leaf_audio',
         operative_config, [t.identity for t in tasks]))
     if strategy != 'default':
       _build_for_fit_from(model, next(iter(streams['train'])))
-    state = callbacks.TrainingState(os.path.join(workdir, 'state'))
-    initial_epoch = state.restore(model)
+    backup = callbacks.Backup(os.path.join(workdir, 'state'))
     metric_name = 'auc' if multilabel else 'accuracy'
     # Keras prefixes metric names with the output name only when there are
     # several outputs.
     monitor = ([f'val_{metric_name}'] if len(tasks) == 1 else
                [f'val_{name}_{metric_name}' for name in num_classes])
-    best = callbacks.BestCheckpoint(workdir, monitor)
-    if initial_epoch < num_epochs:
+    best = callbacks.BestWeights(workdir, 'val_score')
+    if backup.epochs_done() < num_epochs:
       counts = count_validation(streams['eval'])
+      # In this order: the logs are corrected and completed (val_score)
+      # before the best weights, the logs and the backup are saved.
       model.fit(streams['train'],
                 validation_data=with_counted_batches(streams['eval'],
                                                      int(counts['batches'])),
-                epochs=num_epochs, initial_epoch=initial_epoch,
-                steps_per_epoch=steps_per_epoch, verbose=verbose,
-                shuffle=False,
+                epochs=num_epochs, steps_per_epoch=steps_per_epoch,
+                verbose=verbose, shuffle=False,
                 callbacks=[callbacks.RealExampleLoss(counts,
                                                      list(num_classes)),
                            leaf_callbacks.RefreshFastPlans(),
                            callbacks.RecomputeBatchNorm(
                                streams['train'],
                                min(recompute_batchnorm, steps_per_epoch)),
+                           callbacks.MeanOverTasks(monitor, 'val_score'),
                            best,
-                           callbacks.ScalarSummaries(
-                               os.path.join(workdir, 'tensorboard')), state])
+                           callbacks.FilterTensorBoard(
+                               os.path.join(workdir, 'tensorboard')),
+                           backup])
+    else:  # Finished: the last epoch's weights, for want of best ones.
+      backup.set_model(model)
+      backup.on_train_begin()
     callbacks.write_text(os.path.join(workdir, 'operative_config.gin'),
                          gin.operative_config_str())
 

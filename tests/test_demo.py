@@ -42,7 +42,8 @@ def _fake_run(workdir, metrics, epochs_done, exported=True):
   os.makedirs(os.path.join(workdir, 'state'))
   with open(os.path.join(workdir, 'metrics.json'), 'w') as f:
     json.dump(metrics, f)
-  with open(os.path.join(workdir, 'state', 'state.json'), 'w') as f:
+  with open(os.path.join(workdir, 'state', 'training_metadata.json'),
+            'w') as f:
     json.dump({'epoch': epochs_done}, f)
   if exported:
     os.makedirs(os.path.join(workdir, 'export'))

@@ -315,7 +315,7 @@ def pretrained_dir(corpus):
   workdir = str(corpus / 'pretrain')
   extra = ['ColaModel.spec_augment = True', 'Leaf.window_len = 10.0']
   _pretrain(corpus, workdir, extra=extra)
-  with open(os.path.join(workdir, 'state', 'state.json')) as f:
+  with open(os.path.join(workdir, 'state', 'training_metadata.json')) as f:
     first_state = json.load(f)
   first = pretrained.load(workdir).bilinear.numpy()
   logs = _pretrain(corpus, workdir, epochs=2, extra=extra)
@@ -336,7 +336,7 @@ def test_plain_folder_splits_hold_out_a_tenth(corpus):
 def test_pretraining_workdir_holds_a_loadable_model(pretrained_dir):
   workdir = pretrained_dir['workdir']
   for name in ('pretrained.keras', 'operative_config.gin',
-               os.path.join('state', 'state.json')):
+               os.path.join('state', 'training_metadata.json')):
     assert os.path.exists(os.path.join(workdir, name)), name
   assert os.listdir(os.path.join(workdir, 'tensorboard', 'validation'))
   assert set(pretrained_dir['logs']) == {
@@ -352,7 +352,7 @@ def test_pretraining_workdir_holds_a_loadable_model(pretrained_dir):
 def test_pretraining_resumes(pretrained_dir):
   assert pretrained_dir['first_state']['epoch'] == 1
   with open(os.path.join(pretrained_dir['workdir'], 'state',
-                         'state.json')) as f:
+                         'training_metadata.json')) as f:
     state = json.load(f)
   # The second invocation ran epoch 2 only, on from the first's step count.
   assert state['epoch'] == 2 and state['iterations'] == 4

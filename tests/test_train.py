@@ -111,7 +111,7 @@ def test_each_config_trains_evaluates_and_exports(config, corpus, tmp_path):
     assert json.load(f) == {'tones': corpus['names']}
   _check_against_export(workdir, 'tones', corpus['files']['test'])
   assert os.listdir(os.path.join(workdir, 'tensorboard', 'validation'))
-  with open(os.path.join(workdir, 'state', 'state.json')) as f:
+  with open(os.path.join(workdir, 'state', 'training_metadata.json')) as f:
     assert json.load(f)['iterations'] == 2
 
 
@@ -173,6 +173,16 @@ def test_multitask_has_one_head_per_task(corpus, tmp_path):
   out = serve(waveform=tf.zeros([2, 5000]))
   assert {k: v.shape for k, v in out.items()} == {'tones': (2, 2),
                                                   'music': (2, 3)}
+  # The best epoch is that of the best mean of the tasks' logged validation
+  # accuracies (the first one on a tie).
+  logged = _scalars(os.path.join(workdir, 'tensorboard', 'validation'))
+  means = np.mean([[v for _, v in logged[f'epoch_{task}_accuracy']]
+                   for task in ('tones', 'music')], axis=0)
+  assert [v for _, v in logged['epoch_score']] == pytest.approx(means)
+  with open(os.path.join(workdir, 'best.json')) as f:
+    best = json.load(f)
+  assert (best['epoch'], best['score']) == (
+      int(np.argmax(means)) + 1, pytest.approx(means.max()))
 
 
 def test_multitask_loss_counts_each_example_on_its_own_head():
@@ -261,7 +271,7 @@ def test_resume_after_sigkill_mid_epoch(corpus, tmp_path):
   process = subprocess.Popen(_cli(workdir, corpus, extra), cwd=REPO, env=env,
                              stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-  state_path = workdir / 'state' / 'state.json'
+  state_path = workdir / 'state' / 'training_metadata.json'
   deadline = time.time() + 120
   while not state_path.exists() and time.time() < deadline:
     time.sleep(0.05)
@@ -315,8 +325,9 @@ def _scalars(log_dir):
     for event in tf.compat.v1.train.summary_iterator(
         os.path.join(log_dir, name)):
       for value in event.summary.value:
-        found.setdefault(value.tag, []).append(
-            (event.step, float(tf.make_ndarray(value.tensor))))
+        array = tf.make_ndarray(value.tensor)
+        if array.ndim == 0:  # Not an image.
+          found.setdefault(value.tag, []).append((event.step, float(array)))
   return found
 
 
@@ -337,7 +348,14 @@ def test_val_loss_is_the_mean_over_real_windows_only(tmp_path):
       root, {'a': 300., 'b': 900., 'c': 2700.}, counts=(2, 1, 1),
       lengths=(0.6, 1.7, 2.4))
   workdir = str(tmp_path / 'run')
-  _run('mel', _bindings(workdir, root, str(tmp_path / 'tfds')))
+  # With a scheduled learning rate, which TensorBoard logs.
+  _run('mel', _bindings(workdir, root, str(tmp_path / 'tfds'), [
+      'train.learning_rate = @keras.optimizers.schedules.ExponentialDecay()',
+      'ExponentialDecay.initial_learning_rate = 1e-3',
+      'ExponentialDecay.decay_steps = 4', 'ExponentialDecay.decay_rate = 0.1']))
+  rates = _scalars(os.path.join(workdir, 'tensorboard', 'train'))
+  assert rates['epoch_learning_rate'] == [
+      (0, pytest.approx(1e-3 * 0.1 ** (2 / 4), rel=1e-6))]
   model = models.AudioClassifier({'three': 3},
                                  frontend=frontend.MelFilterbanks(),
                                  encoder=models.ConvNet(filters=[8, 8]))
@@ -351,7 +369,9 @@ def test_val_loss_is_the_mean_over_real_windows_only(tmp_path):
     nll += list(-log_probs[:, label])
   assert len(nll) == 6
   logged = _scalars(os.path.join(workdir, 'tensorboard', 'validation'))
-  assert logged['loss'] == [(1, pytest.approx(np.mean(nll), rel=1e-4))]
+  assert logged['epoch_loss'] == [(0, pytest.approx(np.mean(nll), rel=1e-4))]
+  assert logged['evaluation_loss_vs_iterations'] == [
+      (2, pytest.approx(np.mean(nll), rel=1e-4))]
   _check_against_export(workdir, 'three', files['test'])
 
 
@@ -509,8 +529,8 @@ def test_two_multi_worker_mirrored_workers_match_one_process(tmp_path):
   assert chief['tones']['accuracy'] == single['tones']['accuracy']
   assert chief['tones']['loss'] == pytest.approx(single['tones']['loss'],
                                                  rel=1e-4)
-  ours = _weights(str(tmp_path / 'multi' / 'state' / 'epoch_00001.weights.h5'))
-  theirs = _weights(str(tmp_path / 'one' / 'state' / 'epoch_00001.weights.h5'))
+  ours = _weights(str(tmp_path / 'multi' / 'state' / 'latest.weights.h5'))
+  theirs = _weights(str(tmp_path / 'one' / 'state' / 'latest.weights.h5'))
   assert sorted(ours) == sorted(theirs)
   for name in ours:
     np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-4,

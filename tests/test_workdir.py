@@ -45,7 +45,7 @@ def test_a_workdir_resumes_only_the_run_that_made_it(tmp_path):
   record = workdir_lib.read_record(workdir)
   assert record['config']['ConvNet.filters'] == '[8, 8]'
   assert record['datasets'][0]['classes'] == ['high', 'low']
-  state = os.path.join(workdir, 'state', 'state.json')
+  state = os.path.join(workdir, 'state', 'training_metadata.json')
   before = open(state).read()
 
   with pytest.raises(workdir_lib.WorkdirMismatchError) as error:
@@ -206,10 +206,10 @@ def model():
 
 directory = {str(tmp_path / 'state')!r}
 first = model()
-state = callbacks.TrainingState(directory)
+state = callbacks.Backup(directory)
 state.set_model(first)
 state.on_epoch_end(0)
-saved = os.path.join(directory, 'epoch_00001.weights.h5')
+saved = os.path.join(directory, 'latest.weights.h5')
 for v in first.trainable_variables:
   v.assign(v + 1.)
 _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
@@ -222,7 +222,10 @@ except OSError as e:
 resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
 print('FILES', sorted(os.listdir(directory)))
 second = model()
-print('EPOCH', callbacks.TrainingState(directory).restore(second))
+restore = callbacks.Backup(directory)
+restore.set_model(second)
+restore.on_train_begin()
+print('EPOCH', restore.epochs_done())
 print('SAME', all(np.allclose(a.numpy() - 1., b.numpy(), atol=1e-5)
                   for a, b in zip(first.trainable_variables,
                                   second.trainable_variables)))
@@ -232,7 +235,7 @@ print('SAME', all(np.allclose(a.numpy() - 1., b.numpy(), atol=1e-5)
   assert done.returncode == 0, done.stderr[-2000:]
   lines = dict(line.split(' ', 1) for line in done.stdout.splitlines())
   assert lines['ERROR'].startswith('27 ')  # EFBIG, File too large.
-  assert 'could not write ' + str(tmp_path / 'state' / 'epoch_00002'
+  assert 'could not write ' + str(tmp_path / 'state' / 'latest.weights.h5'
                                   ) in lines['ERROR']
-  assert lines['FILES'] == "['epoch_00001.weights.h5', 'state.json']"
+  assert lines['FILES'] == "['latest.weights.h5', 'training_metadata.json']"
   assert lines['EPOCH'] == '1' and lines['SAME'] == 'True'
