@@ -384,7 +384,7 @@ def test_pretraining_workdir_resumes_only_the_run_that_made_it(
   assert [d['name'] for d in record['datasets']] == ['tones', 'plain']
   assert record['datasets'][0]['classes'] == ['high', 'low']
   assert record['datasets'][1]['files'] == {'train': 5, 'eval': 1}
-  state = os.path.join(workdir, 'state', 'state.json')
+  state = os.path.join(workdir, 'state', 'training_metadata.json')
   before = open(state).read()
   # Another configuration: stops before any step, listing what differs
   # (more epochs alone would resume, as test_pretraining_resumes does).
