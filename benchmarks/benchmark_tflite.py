@@ -9,7 +9,8 @@ ops only (`leaf_audio.tflite`) in float32, float16 and dynamic-range int8:
 the .tflite size and the median time of one LiteRT `invoke` on a 1 s clip
 at 16 kHz (batch 1), as a ratio to the mel model of the same kind and
 quantization, with Keras' time for the same computation (a traced
-`tf.function`, same process) for reference.
+`tf.function`, same process) for reference. Each round times every model
+once, in turn, so that a load varying over the run weighs on all alike.
 """
 
 import argparse
@@ -43,23 +44,26 @@ def build(config):
   return model
 
 
-def median_ms(fn, rounds):
-  """Median wall time of `fn()` in ms over `rounds` calls, after 3 warm-ups.
-  """
+def interleaved_medians(fns, rounds):
+  """Median wall time in ms of each of `fns` over `rounds` rounds, after 3
+  warm-ups; each round calls every function once, in turn, so that a
+  varying load on the machine weighs on all of them alike."""
   for _ in range(3):
-    fn()
-  times = []
+    for fn in fns:
+      fn()
+  times = [[] for _ in fns]
   for _ in range(rounds):
-    start = time.perf_counter()
-    fn()
-    times.append(1e3 * (time.perf_counter() - start))
-  return statistics.median(times)
+    for fn, spent in zip(fns, times):
+      start = time.perf_counter()
+      fn()
+      spent.append(1e3 * (time.perf_counter() - start))
+  return [statistics.median(t) for t in times]
 
 
-def measure(name, fn, clip, rounds, threads):
-  """(rows, keras ms) for one model: a row per quantization."""
+def runners(name, fn, clip, threads):
+  """[(name, quantization, size, invoke)] of one model, a row per
+  quantization, and its Keras function (a traced tf.function)."""
   keras_fn = tf.function(fn)
-  keras_ms = median_ms(lambda: keras_fn(clip), rounds)
   rows = []
   for quantization in QUANTIZATIONS:
     model = tflite.to_tflite(fn, clip.shape, quantization)
@@ -70,9 +74,8 @@ def measure(name, fn, clip, rounds, threads):
     runner = Interpreter(model_content=model, num_threads=threads)
     runner.allocate_tensors()
     runner.set_tensor(runner.get_input_details()[0]['index'], clip)
-    rows.append((name, quantization or 'float32', len(model),
-                 median_ms(runner.invoke, rounds), keras_ms))
-  return rows
+    rows.append((name, quantization or 'float32', len(model), runner.invoke))
+  return rows, lambda: keras_fn(clip)
 
 
 def main():
@@ -83,19 +86,26 @@ def main():
   clip = np.random.default_rng(0).uniform(-0.5, 0.5, (1, 16000)).astype(
       np.float32)
   leaf, mel = build('demo'), build('demo_mel')
-  rows = []
+  models, keras_fns = [], []
   for label, model in (('LEAF', leaf), ('mel', mel)):
-    rows += measure(f'{label} frontend',
-                    tflite.BuiltinOpsFrontend(model.frontend), clip,
-                    args.rounds, args.threads)
     converted = export_tflite.builtin_classifier(model)
-    rows += measure(f'{label} classifier',
-                    lambda w, m=converted: list(m(w).values()), clip,
-                    args.rounds, args.threads)
+    for kind, fn in (('frontend', tflite.BuiltinOpsFrontend(model.frontend)),
+                     ('classifier',
+                      lambda w, m=converted: list(m(w).values()))):
+      found, keras_fn = runners(f'{label} {kind}', fn, clip, args.threads)
+      models += found
+      keras_fns += [keras_fn] * len(found)
+  unique = list(dict.fromkeys(keras_fns))
+  timed = interleaved_medians([m[3] for m in models] + unique, args.rounds)
+  keras_ms = dict(zip(unique, timed[len(models):]))
+  rows = [(name, quantization, size, ms, keras_ms[keras_fn])
+          for (name, quantization, size, _), ms, keras_fn in zip(
+              models, timed, keras_fns)]
   mel_ms = {(n.split()[1], q): ms for n, q, _, ms, _ in rows
             if n.startswith('mel')}
   print(f'LiteRT {args.threads} thread(s), batch 1 x 1 s, median of '
-        f'{args.rounds} rounds; Keras: traced tf.function, same process.')
+        f'{args.rounds} interleaved rounds; Keras: traced tf.function, same '
+        f'process; load average {os.getloadavg()[0]:.1f} at the end.')
   print('| model | weights | size KiB | LiteRT ms | / mel | Keras ms |')
   print('| --- | --- | ---: | ---: | ---: | ---: |')
   for name, quantization, size, ms, keras_ms in rows:

@@ -241,3 +241,24 @@ def test_the_learning_rate_is_a_positive_number_or_a_schedule():
     with pytest.raises(ValueError, match=r'train.learning_rate must be a '
                        r'number > 0 or a keras.optimizers.schedules'):
       train._validate(1, None, bad, 4, 'default')
+
+
+def test_a_backup_of_the_former_layout_is_adopted(tmp_path):
+  """state.json naming epoch_<n>.weights.h5, as TrainingState wrote them."""
+  model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+  model.compile(keras.optimizers.Adam(), 'mse')
+  model.optimizer.build(model.trainable_variables)
+  model.layers[0].kernel.assign(np.full((4, 3), 0.25, np.float32))
+  (tmp_path / 'epoch_00002.weights.h5').write_bytes(
+      callbacks.weights_h5(model))
+  (tmp_path / 'state.json').write_text(json.dumps(
+      {'epoch': 2, 'weights': 'epoch_00002.weights.h5', 'iterations': 6}))
+  backup = callbacks.Backup(str(tmp_path))
+  assert backup.state() == {'epoch': 2, 'batch': 0, 'iterations': 6}
+  assert sorted(os.listdir(tmp_path)) == ['latest.weights.h5',
+                                          'training_metadata.json']
+  fresh = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+  fresh.compile(keras.optimizers.Adam(), 'mse')
+  backup.set_model(fresh)
+  backup.on_train_begin()
+  np.testing.assert_array_equal(fresh.layers[0].kernel.numpy(), 0.25)
