@@ -1,23 +1,31 @@
 """Does the evaluation see what the model learned? Batch normalization on
 small data.
 
-    .venv/bin/python benchmarks/batchnorm_small_data.py --recompute 0
-    .venv/bin/python benchmarks/batchnorm_small_data.py --recompute 50
+    python tools/make_corpus.py --out /tmp/kw50 --tasks keywords \
+        --train-per-class 50 --test-per-class 10   # needs espeak-ng, flite
+    .venv/bin/python benchmarks/batchnorm_small_data.py \
+        --dataset /tmp/kw50/keywords --recompute 0
+    .venv/bin/python benchmarks/batchnorm_small_data.py \
+        --dataset /tmp/kw50/keywords --recompute 50
     .venv/bin/python benchmarks/batchnorm_small_data.py --encoder pann
 
 Trains the standard recipe (`configs/mel.gin`, Adam at 1e-3, batch 32, 12
-epochs by default) on a small labelled folder (the bundled
+epochs by default) on a small labelled folder (by default the bundled
 `data/demo_corpus/keywords`: 10 classes, 180 training clips, 20 validation,
-50 test), with `train.recompute_batchnorm` set to `--recompute` (0: Keras'
-moving averages, as before), then scores the best checkpoint's weights on
-full-length clips (1 s windows, logits averaged):
+50 test; the folder made above: 450, 50, 100), with
+`train.recompute_batchnorm` set to `--recompute` (0: Keras' moving
+averages), then scores the best checkpoint's weights on full-length clips
+(1 s windows, logits averaged), with three kinds of batch normalization
+statistics for the same weights:
 
-- train_eval: the training clips, evaluation mode (moving statistics);
-- train_trainmode: the same clips and weights in training mode (each batch
-  of windows normalized by its own statistics; dropout on);
-- validation, test: evaluation mode, as the training program reports them;
-- *_recomputed: the same weights after `callbacks.recompute_batchnorm` over
-  50 training batches (only the statistics change).
+- as saved by the run (`train`, `eval`, `test`: evaluation mode on the
+  training clips, validation, test; `train_trainmode`: the training clips in
+  training mode, each batch of windows normalized by its own statistics,
+  dropout on);
+- `*_trainmode_stats`: averaged over 50 training batches run in training
+  mode (dropout on: the previous `train.recompute_batchnorm`);
+- `*_recomputed`: `callbacks.recompute_batchnorm` over 50 training batches
+  (evaluation mode, what the training program does now).
 
 Prints one JSON line. Each run is a single seed: a few points move from run
 to run.
@@ -39,6 +47,20 @@ ENCODERS = {
     'pann': ['AudioClassifier.encoder = @PANN()', 'PANN.depth = 3'],
     'efficientnet': ['AudioClassifier.encoder = @EfficientNetEncoder()'],
 }
+
+
+def _training_mode_statistics(model, batches):
+  """The previous recomputation: batch statistics averaged over `batches`
+  with the whole model in training mode (dropout on)."""
+  from example import callbacks  # pylint: disable=g-import-not-at-top
+  layers = callbacks.batchnorm_layers(model)
+  momenta = [layer.momentum for layer in layers]
+  for count, batch in enumerate(batches, 1):
+    for layer in layers:
+      layer.momentum = (count - 1.) / count
+    model(batch[0], training=True)
+  for layer, momentum in zip(layers, momenta):
+    layer.momentum = momentum
 
 
 def main():
@@ -84,9 +106,15 @@ def main():
     row[f'{split}_eval'] = score(split)
   streams = data.prepare([t.splits for t in tasks], num_classes,
                          batch_size=32, transform_fns=transforms)
+  saved = model.get_weights()
+  _training_mode_statistics(model, streams['train'].take(50))
+  for split in ('train', 'eval', 'test'):
+    row[f'{split}_trainmode_stats'] = score(split)
+  model.set_weights(saved)
   callbacks.recompute_batchnorm(model, streams['train'].take(50))
   for split in ('train', 'eval', 'test'):
     row[f'{split}_recomputed'] = score(split)
+  model.set_weights(saved)
   row['train_trainmode'] = score('train', training=True)
   print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
                     for k, v in row.items()}))

@@ -430,40 +430,65 @@ def batchnorm_layers(model: keras.Model) -> List[keras.layers.Layer]:
           if isinstance(layer, keras.layers.BatchNormalization)]
 
 
-def recompute_batchnorm(model: keras.Model, batches: Iterable) -> int:
-  """Sets every batch normalization's moving statistics to the mean of its
-  batch statistics over `batches` (the weights stay as they are).
+def _batch_statistics_call(layer: keras.layers.BatchNormalization):
+  """`layer.call` made to normalize by (and accumulate) batch statistics
+  whatever `training` it is given."""
+  call = type(layer).call.__get__(layer)
 
-  Moving averages with momentum 0.99 trail the weights by about 100 steps
-  and start from mean 0, variance 1: after a few hundred steps of a small
-  dataset they still mix statistics of early weights (0.99^180 = 16% of
-  the initial values after 12 epochs of 15 steps), so that the evaluation
-  normalizes with statistics the network no longer produces. Here batch k
-  of n runs the model in training mode with momentum k / (k + 1), which
-  makes each moving statistic the plain average of the n batches' means and
-  (biased) variances: mu = (1/n) sum_k mean_k, var = (1/n) sum_k var_k.
+  def batch_statistics_call(inputs, training=None, mask=None):
+    del training  # Always the batch's own statistics.
+    return call(inputs, training=True, mask=mask)
+
+  return batch_statistics_call
+
+
+def recompute_batchnorm(model: keras.Model, batches: Iterable) -> int:
+  """Sets every trainable batch normalization's moving statistics to those
+  of the network as it is evaluated, averaged over `batches` (the weights
+  stay as they are).
+
+  Two things make Keras' moving statistics unlike what evaluation feeds each
+  batch normalization:
+  - moving averages with momentum 0.99 trail the weights by about 100 steps
+    and start from mean 0, variance 1: after a few hundred steps of a small
+    dataset they still mix statistics of early weights (0.99^180 = 16% of
+    the initial values after 12 epochs of 15 steps);
+  - they are measured in training mode, with dropout, stochastic depth and
+    SpecAugment on. Dropout keeps means but adds variance (the "variance
+    shift" of Li et al., 2019), so every normalization after a dropout
+    divides evaluation's activations by a variance they no longer have.
+  Here the model runs in evaluation mode (dropout and augmentation off)
+  while each batch normalization normalizes by its batch's statistics and
+  accumulates them with momentum k / (k + 1) at batch k of n, which makes
+  each moving statistic the plain average over the n batches:
+  mu = (1/n) sum_k mean_k, var = (1/n) sum_k var_k (biased batch
+  variances, as in training). Layers with `trainable = False` (a frozen
+  encoder) keep their statistics and normalize with them.
 
   Args:
     model: the model, built.
     batches: (inputs, ...) tuples, as the training stream yields them.
 
   Returns:
-    the number of batches used (0 when the model has no batch
+    the number of batches used (0 when the model has no trainable batch
     normalization).
   """
-  layers = batchnorm_layers(model)
+  layers = [layer for layer in batchnorm_layers(model) if layer.trainable]
   if not layers:
     return 0
   momenta = [layer.momentum for layer in layers]
   count = 0
   try:
+    for layer in layers:
+      layer.call = _batch_statistics_call(layer)
     for count, batch in enumerate(batches, 1):
       for layer in layers:
         layer.momentum = (count - 1.) / count
-      model(batch[0], training=True)
+      model(batch[0], training=False)
   finally:
     for layer, momentum in zip(layers, momenta):
       layer.momentum = momentum
+      del layer.call  # Back to the class's own.
   return count
 
 
@@ -472,7 +497,7 @@ class RecomputeBatchNorm(keras.callbacks.Callback):
 
   At the end of each epoch's training steps, before Keras validates, the
   moving statistics are set to the average over `batches` training batches
-  (see `recompute_batchnorm`); validation, the best checkpoint, the saved
+  of the network in evaluation mode (see `recompute_batchnorm`); validation, the best checkpoint, the saved
   state and the test then all use statistics of the epoch's final weights.
   Training itself is unchanged (it uses each batch's own statistics).
   """

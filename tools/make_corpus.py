@@ -519,14 +519,35 @@ def main():
     parser.add_argument("--out", type=pathlib.Path,
                         default=REPO_ROOT / "data" / "demo_corpus",
                         help="output directory (default: %(default)s)")
-    out = parser.parse_args().out
+    parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS),
+                        default=list(TASKS), help="tasks to generate")
+    parser.add_argument("--train-per-class", type=int, default=None,
+                        help="clips per class in train (default: COUNTS)")
+    parser.add_argument("--test-per-class", type=int, default=None,
+                        help="clips per class in test (default: COUNTS)")
+    args = parser.parse_args()
+    out = args.out
+    custom = (sorted(args.tasks) != sorted(TASKS)
+              or args.train_per_class is not None
+              or args.test_per_class is not None)
+    if custom and out.resolve() == (REPO_ROOT / "data" / "demo_corpus"):
+        parser.error("--tasks and --*-per-class make another corpus than "
+                     "the bundled one: give it its own --out folder")
+    for task in args.tasks:
+        for split in ("train", "test"):
+            count = getattr(args, f"{split}_per_class")
+            if count is not None:
+                if count < 1:
+                    parser.error(f"--{split}-per-class must be >= 1")
+                COUNTS[task][split] = count
     manifest = {"sample_rate": SAMPLE_RATE, "clip_samples": CLIP_SAMPLES,
                 "channels": 1, "sample_width_bytes": 2,
                 "generator": "tools/make_corpus.py", "tasks": {}}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = pathlib.Path(tmp)
-        for task, make in TASKS.items():
+        for task in args.tasks:
+            make = TASKS[task]
             shutil.rmtree(out / task, ignore_errors=True)
             counts = {"train": {}, "test": {}}
             for split, label, clip, info in make(
