@@ -525,8 +525,9 @@ class _SortedGabor(convolution.GaborConv1D):
 
 def test_filterbank_layer_fuses_subclasses_and_runs_other_stacks_directly():
   """The fused computation is chosen by isinstance: a GaborConv1D subclass
-  keeps it (and matches its own layers run directly); a stack with no fused
-  form (sinc filters, LeakyReLU, max pooling) runs layer by layer."""
+  keeps it (and matches its own layers run directly); SincNet's stack is
+  fused too, and one with no fused form (sinc filters, tanh, max pooling)
+  runs layer by layer."""
   waveforms = np.random.default_rng(5).standard_normal(
       (2, 3000)).astype(np.float32)
   for implementation in ('conv', 'fast'):
@@ -543,7 +544,11 @@ def test_filterbank_layer_fuses_subclasses_and_runs_other_stacks_directly():
     assert relative_l2(np.asarray(leaf(waveforms)), direct) < (
         1e-5 if implementation == 'conv' else 1e-2)
   sincnet = frontend.SincNet(implementation='fast')
-  assert not sincnet.filterbank.fused and not sincnet.filterbank.banded
+  assert sincnet.filterbank.fused and not sincnet.filterbank.banded
+  direct = frontend.Leaf(conv1d_cls=convolution.SincConv1D,
+                         activation=keras.layers.Activation('tanh'),
+                         pooling_cls=pooling.MaxPooling1D)
+  assert not direct.filterbank.fused
   tfbanks = frontend.TimeDomainFilterbanks()
   assert tfbanks.filterbank.fused and not tfbanks.filterbank.banded
 

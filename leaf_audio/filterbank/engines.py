@@ -11,8 +11,10 @@ layer: `layer.FilterbankEnergies` chooses one and owns the layers.
   `plan.BandedPlan` made from the weights).
 - `ConvEnergies`: TD-filterbanks' free `Conv1D` filters, squared modulus and
   `LearnablePooling1D`, exactly (`overlap_save.filterbank_energies_fft`).
+- `SincEnergies`: SincNet's `SincConv1D` filters, LeakyReLU and max or
+  Gaussian pooling, exactly (`overlap_save.real_filterbank_pooled_fft`).
 
-Both exact computations take long clips a few blocks at a time, with a
+The exact computations take long clips a few blocks at a time, with a
 backward pass that recomputes each group (`overlap_save.GROUP_BLOCKS`), so
 that their memory does not grow with the clip beyond its samples and
 features.
@@ -21,6 +23,7 @@ features.
 import math
 import warnings
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -28,6 +31,7 @@ from leaf_audio.filterbank import banded
 from leaf_audio.filterbank import overlap_save
 from leaf_audio.filterbank import plan as plan_lib
 from leaf_audio.filterbank.layer import check_implementation
+
 
 class GaborEnergies:
   """LEAF's Gabor filtering, squared modulus and Gaussian pooling, fused.
@@ -189,3 +193,50 @@ class ConvEnergies:
     return overlap_save.filterbank_energies_fft(
         tf.cast(waveform, tf.float32), filters, window, self.pooling.strides,
         'VALID')
+
+
+class SincEnergies:
+  """SincNet's filtering, activation and pooling, by FFT.
+
+  Computes exactly (up to float32 rounding) what the direct computation does:
+  the 'same' stride-1 convolution of `SincConv1D`'s n real windowed sinc
+  filters, an elementwise activation (LeakyReLU for SincNet and SincNet+),
+  and 'same' pooling: max pooling (SincNet) or `GaussianLowpass` (SincNet+),
+  with `real_filterbank_pooled_fft`.
+
+  Args:
+    conv: the `SincConv1D` layer (stride 1, 'same', no bias).
+    activation: a `keras.layers.LeakyReLU` or `keras.layers.ReLU`.
+    pooling: a `keras.layers.MaxPooling1D` or `GaussianLowpass` ('same').
+  """
+
+  banded = False
+
+  def __init__(self, conv, activation, pooling):
+    self.conv = conv
+    self.activation = activation
+    self.pooling = pooling
+
+  def plans_fit_weights(self):
+    """Always True: the computation is exact, with no plan."""
+    return True
+
+  def _activate(self, outputs):
+    # The layer's own computation, in float32 (its __call__ would cast to
+    # its compute dtype under mixed precision).
+    return self.activation.call(outputs)
+
+  def exact(self, waveform):
+    """[batch, time] -> [batch, ceil(time / s), n] pooled activations."""
+    filters = tf.transpose(
+        tf.cast(self.conv.impulse_responses(), tf.float32)[:, 0, :])
+    pooling = self.pooling
+    if isinstance(pooling, keras.layers.MaxPooling1D):
+      pool_size, stride, windows = (pooling.pool_size[0], pooling.strides[0],
+                                    None)
+    else:  # GaussianLowpass
+      pool_size, stride = pooling.kernel_size, pooling.strides
+      windows = tf.transpose(tf.cast(pooling.channel_windows(), tf.float32))
+    return overlap_save.real_filterbank_pooled_fft(
+        tf.cast(waveform, tf.float32), filters, self._activate, stride,
+        pool_size, windows)

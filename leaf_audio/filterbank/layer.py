@@ -25,6 +25,10 @@ XLA_MAX_SAMPLES = 2**16
 
 IMPLEMENTATIONS = ('conv', 'fast')
 
+# Activations that act on each value alone, which `engines.SincEnergies`
+# applies to the filter outputs in its own layout.
+ELEMENTWISE_ACTIVATIONS = (keras.layers.LeakyReLU, keras.layers.ReLU)
+
 
 def check_implementation(implementation):
   """Raises a ValueError unless `implementation` is 'conv' or 'fast'."""
@@ -71,7 +75,10 @@ def fused_engine(conv, activation, pooling, implementation='conv'):
     `GaussianLowpass` ('same'): `engines.GaborEnergies`;
   - a `keras.layers.Conv1D` (stride 1, 'same', no bias, no activation, not
     an `FFTConv1D`, which adds its spectral loss in its own call),
-    `SquaredModulus` and `LearnablePooling1D`: `engines.ConvEnergies`.
+    `SquaredModulus` and `LearnablePooling1D`: `engines.ConvEnergies`;
+  - a `SincConv1D` (stride 1, 'same', no bias), a `keras.layers.LeakyReLU`
+    or `keras.layers.ReLU`, and a `keras.layers.MaxPooling1D` or
+    `GaussianLowpass` ('same'): `engines.SincEnergies`.
 
   The engines are TensorFlow computations: on another Keras backend there
   is none (and the fast mode says once that it computes exactly there).
@@ -83,7 +90,13 @@ def fused_engine(conv, activation, pooling, implementation='conv'):
   Returns:
     An engine, or None.
   """
-  if not isinstance(activation, convolution.SquaredModulus):
+  sinc = (isinstance(conv, convolution.SincConv1D) and
+          isinstance(activation, ELEMENTWISE_ACTIVATIONS) and
+          isinstance(pooling, (keras.layers.MaxPooling1D,
+                               pooling_lib.GaussianLowpass)) and
+          conv.strides == 1 and conv.padding == 'same' and
+          not conv.use_bias and pooling.padding == 'same')
+  if not (sinc or isinstance(activation, convolution.SquaredModulus)):
     return None
   if not _on_tensorflow():
     if implementation == 'fast':
@@ -94,6 +107,8 @@ def fused_engine(conv, activation, pooling, implementation='conv'):
           "layer by layer, with the same outputs.", stacklevel=4)
     return None
   from leaf_audio.filterbank import engines  # pylint: disable=g-import-not-at-top
+  if sinc:
+    return engines.SincEnergies(conv, activation, pooling)
   if (isinstance(conv, convolution.GaborConv1D) and
       isinstance(pooling, pooling_lib.GaussianLowpass) and
       conv.strides == 1 and conv.padding == 'same' and not conv.use_bias and
