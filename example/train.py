@@ -36,7 +36,6 @@ from . import pretrained
 from . import tasks as tasks_lib
 from . import workdir as workdir_lib
 from leaf_audio import callbacks as leaf_callbacks
-from leaf_audio import models
 
 STRATEGIES = ('default', 'mirrored', 'multi_worker_mirrored', 'tpu')
 # Learning rate schedules a config can give train.learning_rate, e.g.
