@@ -49,10 +49,7 @@ minute per call on 2 cores).
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
-import sys
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -65,6 +62,9 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from leaf_audio import frontend  # pylint: disable=g-import-not-at-top
+
+# benchmarks/harness.py: this script's folder is first on sys.path.
+import harness  # pylint: disable=g-import-not-at-top
 
 SAMPLE_RATE = 16000
 # Mel's counted peak below which the memory ratio is not printed (see above).
@@ -166,32 +166,16 @@ def measure_long(names, minutes, rounds):
   return results
 
 
-def _cpu_name():
-  try:
-    with open('/proc/cpuinfo') as cpuinfo:
-      for line in cpuinfo:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
 def _measure_in_subprocess(names, batch, seconds, rounds, long_minutes=0):
   """`measure` (or `measure_long` of `long_minutes`) in a fresh Python
   process (see the module docstring)."""
-  command = [sys.executable, os.path.abspath(__file__), '--worker',
-             '--batches', str(batch), '--seconds', str(seconds), '--rounds',
-             str(rounds), '--frontends', *names]
+  args = ['--batches', str(batch), '--seconds', str(seconds), '--rounds',
+          str(rounds), '--frontends', *names]
   if long_minutes:
-    command += ['--long-minutes', str(long_minutes)]
-  done = subprocess.run(command, capture_output=True, text=True, check=False)
-  if done.returncode != 0:
-    setting = (f'{long_minutes:g} min' if long_minutes else
-               f'batch {batch} x {seconds} s')
-    raise RuntimeError(f'The benchmark of {setting} failed:'
-                       f'\n{done.stderr[-3000:]}')
-  return json.loads(done.stdout.strip().splitlines()[-1])
+    args += ['--long-minutes', str(long_minutes)]
+  setting = (f'{long_minutes:g} min' if long_minutes else
+             f'batch {batch} x {seconds} s')
+  return harness.run_worker(__file__, args, setting)
 
 
 def main():
@@ -220,9 +204,7 @@ def main():
       print(json.dumps(measure(names, args.batches[0], args.seconds[0],
                                args.rounds)))
     return
-  print(f'Machine: {_cpu_name()}, {os.cpu_count()} CPU cores visible, '
-        f'TensorFlow {tf.__version__}, load average '
-        f'{os.getloadavg()[0]:.1f} at start.\n')
+  print(harness.machine_line('TensorFlow', tf.__version__) + '\n')
   if args.batches and args.seconds:
     print('| frontend | batch | clip | forward ms | fwd+bwd ms | forward / mel '
           '| fwd+bwd / mel | peak MB (fwd+bwd) | peak / mel |')

@@ -23,10 +23,7 @@ import argparse
 import glob
 import json
 import os
-import platform
 import statistics
-import subprocess
-import sys
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -37,6 +34,9 @@ import soundfile  # pylint: disable=g-import-not-at-top
 
 from leaf_audio import frontend  # pylint: disable=g-import-not-at-top
 from leaf_audio import models  # pylint: disable=g-import-not-at-top
+
+# benchmarks/harness.py: this script's folder is first on sys.path.
+import harness  # pylint: disable=g-import-not-at-top
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYWORDS = os.path.join(REPO, 'data', 'demo_corpus', 'keywords', 'train')
@@ -115,17 +115,6 @@ def measure(encoder_name, names, rounds, steps):
                  statistics.median(epochs[name])) for name in names}
 
 
-def _cpu_name():
-  try:
-    with open('/proc/cpuinfo') as cpuinfo:
-      for line in cpuinfo:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--encoders', nargs='+', default=list(ENCODERS),
@@ -144,22 +133,15 @@ def main():
     print(json.dumps(measure(args.encoders[0], names, args.rounds,
                              args.steps)))
     return
-  print(f'Machine: {_cpu_name()}, {os.cpu_count()} CPU cores visible, '
-        f'Keras {keras.__version__}, load average '
-        f'{os.getloadavg()[0]:.1f} at start.\n')
+  print(harness.machine_line('Keras', keras.__version__) + '\n')
   print('| encoder | frontend | step examples/s | epoch s | step time / mel '
         '| epoch / mel |')
   print('| --- | --- | ---: | ---: | ---: | ---: |')
   for encoder in args.encoders:
-    command = [sys.executable, os.path.abspath(__file__), '--worker',
-               '--encoders', encoder, '--rounds', str(args.rounds),
-               '--steps', str(args.steps), '--frontends', *names]
-    done = subprocess.run(command, capture_output=True, text=True,
-                          check=False)
-    if done.returncode != 0:
-      raise RuntimeError(f'The benchmark of {encoder} failed:\n'
-                         f'{done.stderr[-3000:]}')
-    results = json.loads(done.stdout.strip().splitlines()[-1])
+    results = harness.run_worker(
+        __file__, ['--encoders', encoder, '--rounds', str(args.rounds),
+                   '--steps', str(args.steps), '--frontends', *names],
+        encoder)
     mel_rate, mel_epoch = results['Mel']
     for name in names:
       rate, epoch = results[name]
