@@ -274,8 +274,8 @@ def train(workdir: str = '/tmp/leaf_audio',
     data_dir: tensorflow-datasets data directory (None: its default).
     recompute_batchnorm: before each validation, batch normalization
       statistics are recomputed over this many training batches (at most one
-      epoch's steps; see `callbacks.recompute_batchnorm`); 0 keeps Keras'
-      moving averages.
+      epoch's steps), with the model in evaluation mode (dropout off; see
+      `callbacks.recompute_batchnorm`); 0 keeps Keras' moving averages.
     init_from: a pre-training workdir (`example.pretrain`) whose frontend and
       encoder (architecture and weights) the classifier starts from.
     freeze: None, 'frontend' or 'encoder' (a linear probe): what stays fixed.
