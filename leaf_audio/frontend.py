@@ -390,8 +390,8 @@ class Leaf(LearnableFrontend):
       squared modulus and Gaussian pooling (subclasses included) it is
       evaluated by FFT (`filterbank.overlap_save`). 'fast': each Gabor filter
       applied in the frequency domain only where its response is not
-      negligible, at a reduced rate (`filterbank.plan.BandedPlan`), within 1%
-      of 'conv'; other layer stacks (e.g. sinc filters and LeakyReLU, which
+      negligible, at a reduced rate (`filterbank.plan.BandedPlan`), within
+      0.1% of 'conv' (relative L2, measured on the parity fixture's clips); other layer stacks (e.g. sinc filters and LeakyReLU, which
       have no banded form) compute as with 'conv', as do windows of an even
       length and strides that share no factor with half the window (44.1 kHz
       at 25 ms / 10 ms), with a warning.

@@ -137,8 +137,8 @@ class FilterbankEnergies(keras.layers.Layer):
   The layers are this layer's sublayers and keep their weights and layout;
   `fused_engine` decides whether they are computed together without the
   direct convolution (exactly, by FFT: `implementation='conv'`) or, for
-  Gabor filters in the fast mode, banded (`implementation='fast'`, within 1%
-  of the exact output). Otherwise they run one after the other.
+  Gabor filters in the fast mode, banded (`implementation='fast'`, within
+  0.1% of the exact output). Otherwise they run one after the other.
 
   In the fast mode, a traced function follows the plan made for the weights
   at its tracing, checks at every call that the weights still fit it, and
