@@ -27,10 +27,11 @@ the same frozen layers), lets the heads train for many steps in seconds on
 two CPU cores; `example.main`'s probe costs a frontend and encoder forward
 pass per step, plus evaluation and export, for every probe.
 
-It writes runs/ssl_demo/<frontend>/results.json (every run's test accuracy,
-steps, wall and CPU time; invocations with different --frontends can run in
-parallel), runs/ssl_demo/results.json (all of them) and
-runs/ssl_demo/summary.md, over every frontend probed so far: per task, the mean over seeds
+It writes runs/ssl_demo/<frontend>/seed<s>/results.json as each probe ends
+(the run's test accuracies, steps, wall and CPU time; invocations with
+different --frontends or --seeds can run in parallel),
+runs/ssl_demo/results.json (all of them) and runs/ssl_demo/summary.md, over
+every frontend and seed probed so far: per task, the mean over seeds
 (each seed's value the mean over its head seeds) with the standard
 deviation and range, for the probes and the floors, and the supervised
 accuracy of `make demo` where runs/demo holds it. Finished pre-trainings
@@ -79,8 +80,9 @@ FLOOR_SEED = 1000
 
 flags.DEFINE_string('workdir', 'runs/ssl_demo', 'Where every run goes.')
 flags.DEFINE_list('frontends', list(FRONTENDS), 'Frontends, in order.')
-flags.DEFINE_integer('seeds', 2, 'Pre-trainings (and untrained floors) per '
-                     'frontend, seeds 0.. (floors 1000..).')
+flags.DEFINE_list('seeds', ['0', '1'], 'Seeds of the pre-trainings (and of '
+                  'the untrained floors, 1000 + seed) of each frontend; '
+                  'invocations with different seeds can run in parallel.')
 flags.DEFINE_integer('probe_seeds', 2, 'Head initializations per probe.')
 flags.DEFINE_integer('probe_steps', 500, 'Full-batch Adam steps of a probe.')
 flags.DEFINE_multi_string('bindings', [], 'Gin bindings added to every '
@@ -216,6 +218,27 @@ def _load_results(path: str) -> Dict:
   return {}
 
 
+def collect(root: str) -> Dict:
+  """Every frontend's results under `root`, from each seed's results file:
+  key -> {'pretrained': [run, ...], 'floor': [probe, ...]} (seed order)."""
+  results = {}
+  for key in FRONTENDS:
+    folder = os.path.join(root, key)
+    names = sorted((n for n in (os.listdir(folder) if os.path.isdir(folder)
+                                else []) if n.startswith('seed')),
+                   key=lambda n: int(n[4:]) if n[4:].isdigit() else -1)
+    found = {'pretrained': [], 'floor': []}
+    for name in names:
+      seed_result = _load_results(os.path.join(folder, name, RESULTS_FILE))
+      if 'pretrained' in seed_result:
+        found['pretrained'].append(seed_result['pretrained'])
+      if 'floor' in seed_result:
+        found['floor'].append(seed_result['floor'])
+    if found['pretrained'] or found['floor']:
+      results[key] = found
+  return results
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -223,8 +246,12 @@ def main(argv: Sequence[str]) -> None:
   if unknown:
     raise app.UsageError(f'unknown --frontends {unknown}; expected some of '
                          f'{list(FRONTENDS)}')
-  if FLAGS.seeds < 1 or FLAGS.probe_seeds < 1:
-    raise app.UsageError('--seeds and --probe_seeds must be >= 1')
+  try:
+    seeds = [int(s) for s in FLAGS.seeds]
+  except ValueError:
+    raise app.UsageError(f'--seeds must be ints, got {FLAGS.seeds}') from None
+  if not seeds or min(seeds) < 0 or FLAGS.probe_seeds < 1:
+    raise app.UsageError('--seeds must be ints >= 0 and --probe_seeds >= 1')
   root = os.path.join(REPO_ROOT, FLAGS.workdir)
   _parse(FLAGS.frontends[0], FLAGS.bindings)
   try:
@@ -236,9 +263,9 @@ def main(argv: Sequence[str]) -> None:
   tasks = tasks_lib.load_tasks(datasets, os.path.join(REPO_ROOT, data_dir))
   head_seeds = list(range(FLAGS.probe_seeds))
   for key in FLAGS.frontends:
-    result = {'pretrained': [], 'floor': []}
-    for seed in range(FLAGS.seeds):
-      pre_dir = os.path.join(root, key, f'seed{seed}', 'pretrain')
+    for seed in seeds:
+      seed_dir = os.path.join(root, key, f'seed{seed}')
+      pre_dir = os.path.join(seed_dir, 'pretrain')
       cost = None
       if not FLAGS.skip_pretraining:
         cost = pretrain(key, seed, pre_dir, num_epochs, FLAGS.bindings)
@@ -254,18 +281,16 @@ def main(argv: Sequence[str]) -> None:
              'probe': probing.probe(pretrained.load(pre_dir), tasks,
                                     head_seeds, FLAGS.probe_steps)}
       run['probe_cpu_seconds'] = time.process_time() - start
-      result['pretrained'].append(run)
       print(f'{key} seed {seed} probe: {run["probe"]}', flush=True)
+      # Saved at once: a run stopped later keeps what it measured.
+      callbacks.write_json(os.path.join(seed_dir, RESULTS_FILE),
+                           {'pretrained': run})
       floor = probing.probe(untrained(key, FLOOR_SEED + seed, FLAGS.bindings),
                             tasks, head_seeds, FLAGS.probe_steps)
-      result['floor'].append(floor)
       print(f'{key} floor {FLOOR_SEED + seed}: {floor}', flush=True)
-    # One file per frontend, so that invocations for different frontends
-    # (in parallel) never overwrite each other's results.
-    callbacks.write_json(os.path.join(root, key, RESULTS_FILE), result)
-  results = {key: _load_results(os.path.join(root, key, RESULTS_FILE))
-             for key in FRONTENDS}
-  results = {key: result for key, result in results.items() if result}
+      callbacks.write_json(os.path.join(seed_dir, RESULTS_FILE),
+                           {'pretrained': run, 'floor': floor})
+  results = collect(root)
   callbacks.write_json(os.path.join(root, RESULTS_FILE), results)
   steps = {r['steps'] for result in results.values()
            for r in result.get('pretrained', [])}
