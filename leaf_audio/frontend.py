@@ -616,8 +616,10 @@ class SincNet(_SincFrontend):
     regularizer_fn: optional regularizer of the learned filters.
     mean_var_norm: whether to normalize each channel over time.
     spec_augment: whether to apply SpecAugment in training.
-    implementation: 'conv' or 'fast'; the same direct computation either
-      way (sinc filters have no fused form).
+    implementation: 'conv' or 'fast'; the same exact computation either
+      way (sinc filters and LeakyReLU have no banded form): on TensorFlow
+      by FFT (`filterbank.engines.SincEnergies`), elsewhere by the direct
+      convolution.
     name: layer name.
 
   Call arguments and outputs: as `Leaf`.
@@ -665,8 +667,10 @@ class SincNetPlus(_SincFrontend):
     regularizer_fn: optional regularizer of the learned filters and pooling.
     mean_var_norm: whether to normalize each channel over time.
     spec_augment: whether to apply SpecAugment in training.
-    implementation: 'conv' or 'fast'; the same direct computation either
-      way (sinc filters have no fused form).
+    implementation: 'conv' or 'fast'; the same exact computation either
+      way (sinc filters and LeakyReLU have no banded form): on TensorFlow
+      by FFT (`filterbank.engines.SincEnergies`), elsewhere by the direct
+      convolution.
     name: layer name.
 
   Call arguments and outputs: as `Leaf`.

@@ -18,7 +18,8 @@ the output shape are those of the original):
   gradients.
 - `overlap_save`: P exactly, up to float32 rounding, by FFT (overlap-save
   blocks, then one batched matrix product for the pooling); also TD-
-  filterbanks' free filters.
+  filterbanks' free filters, and SincNet's real filters with LeakyReLU and
+  max or Gaussian pooling.
 - `plan`: the fast mode's `BandedPlan`, which bins and which reduced rate
   each channel gets, made from the weights.
 - `banded`: the fast mode's computation following a plan: each channel

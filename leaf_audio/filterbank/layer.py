@@ -196,8 +196,8 @@ class FilterbankEnergies(keras.layers.Layer):
 
   @property
   def engine(self):
-    """The fused computation (`engines.GaborEnergies` or `ConvEnergies`),
-    or None."""
+    """The fused computation (`engines.GaborEnergies`, `ConvEnergies` or
+    `SincEnergies`), or None."""
     return self._engine
 
   def build(self, input_shape):

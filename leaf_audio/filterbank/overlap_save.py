@@ -9,6 +9,10 @@ rate; here the clip is cut into blocks with the context their windows reach
 (overlap-save), transformed once each, filtered by one inverse FFT per block
 and channel, and pooled by one batched matrix product (`pool_blocks`). Equal
 to the direct convolution up to float32 rounding.
+
+SincNet's real filters, LeakyReLU and max or Gaussian pooling take the same
+blocks (`real_filterbank_pooled_fft`): one inverse real FFT per block and
+channel, maxima from block maxima (`max_pool_blocks`).
 """
 
 import numpy as np
