@@ -49,8 +49,9 @@ class Tolerance:
 #   for its loose tolerance within 0.083%. Its cost: LEAF's initial channel 0
 #   (60 Hz, sigma 96 samples, its envelope cut at 11% of its peak) needs
 #   every bin and is computed at the full rate, as the exact mode computes
-#   each channel: batch 32 x 1 s, forward, 2.2x mel's time against 1.2-1.4x
-#   for 'speed' (one run, 7 rounds, 2 CPU cores at load 20).
+#   each channel: batch 32 x 1 s, forward, 2.2-2.3x mel's time against
+#   1.4-1.7x for 'speed'; 10 s: 1.23x against 1.02x (two runs, 5-7 rounds,
+#   2 CPU cores at load 20-27).
 # What sets the levels: a chirp or a tone far from a channel's band reaches
 # it only through the tails of its response, and sPCEN makes those small
 # energies count (the 1e-5 floor is ~3e-6 of the chirp's peak): the W-tap
