@@ -154,8 +154,8 @@ ERROR_BOUND_WEIGHTS = [('init', 0), ('far', 0), ('far', 3), ('far', 4),
 def test_fast_output_within_a_tenth_of_a_percent(original, kind, seed):
   """Leaf's output (sPCEN included) within 0.1% (relative L2) of the exact
   computation on the fixture's clips (a chirp, noise, both, a tone after
-  silence), with the plan the weights get."""
-  exact, fast = leaf_pair(kind, seed)
+  silence), with the plan the weights get, at the 'accuracy' tolerance."""
+  exact, fast = leaf_pair(kind, seed, fast_tolerance='accuracy')
   expected = np.asarray(exact(original['x']))
   assert relative_l2(np.asarray(fast(original['x'])), expected) < 1e-3
 
@@ -163,10 +163,12 @@ def test_fast_output_within_a_tenth_of_a_percent(original, kind, seed):
 @pytest.mark.parametrize('kind,seed', [('far', 3), ('narrow', 0)])
 def test_plans_kept_while_the_loose_tolerance_holds_stay_within_bound(
     original, monkeypatch, kind, seed):
-  """A plan is kept until the weights leave the `LOOSE` tolerance: a plan
-  that only just holds them (made for `LOOSE` itself) is within 0.1% too."""
-  monkeypatch.setattr(plan_lib, 'STRICT', plan_lib.LOOSE)
-  exact, fast = leaf_pair(kind, seed)
+  """A plan is kept until the weights leave its loose tolerance: at the
+  'accuracy' tolerance, a plan that only just holds them (made for the loose
+  one itself) is within 0.1% too."""
+  loose = plan_lib.TOLERANCES['accuracy'][1]
+  monkeypatch.setitem(plan_lib.TOLERANCES, 'accuracy', (loose, loose))
+  exact, fast = leaf_pair(kind, seed, fast_tolerance='accuracy')
   expected = np.asarray(exact(original['x']))
   assert relative_l2(np.asarray(fast(original['x'])), expected) < 1e-3
 
@@ -605,6 +607,32 @@ def test_filterbank_layer_settings_are_in_its_config():
   assert not compiles_with_xla(tf.function(reloaded), waveforms)
   assert compiles_with_xla(tf.function(frontend.Leaf(implementation='fast')),
                            waveforms)
+
+
+def test_fast_tolerance_argument(original):
+  """`fast_tolerance` is validated, in both configs, reaches the plans
+  (the 'accuracy' one keeps more bins), and names `plan.TOLERANCES`."""
+  assert sorted(plan_lib.TOLERANCES) == sorted(
+      filterbank_layer.FAST_TOLERANCES)
+  for bad in ('exact', None, 0.1):
+    with pytest.raises(ValueError, match='fast_tolerance'):
+      frontend.Leaf(implementation='fast', fast_tolerance=bad)
+  leaf = frontend.Leaf(implementation='fast', fast_tolerance='accuracy')
+  assert leaf.get_config()['fast_tolerance'] == 'accuracy'
+  reloaded = frontend.Leaf.from_config(leaf.get_config())
+  assert reloaded.filterbank.fast_tolerance == 'accuracy'
+  layer_config = reloaded.filterbank.get_config()
+  assert layer_config['fast_tolerance'] == 'accuracy'
+  assert frontend.Leaf().filterbank.fast_tolerance == 'speed'
+  plans = {}
+  for name in ('speed', 'accuracy'):
+    fast = frontend.Leaf(implementation='fast', fast_tolerance=name)
+    fast(original['x'][:1, :1600])
+    plans[name] = fast.filterbank.engine.plan(10)
+    assert plans[name].tolerance == name
+  kept = {name: sum(len(g.channels) * plan.n_fft // g.decimation
+                    for g in plan.groups) for name, plan in plans.items()}
+  assert kept['accuracy'] > kept['speed']
 
 
 def _fit_losses(implementation, jit_compile, waveforms, labels):

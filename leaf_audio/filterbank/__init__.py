@@ -24,7 +24,8 @@ the output shape are those of the original):
   each channel gets, made from the weights.
 - `banded`: the fast mode's computation following a plan: each channel
   filtered only over the bins where its response is not negligible, at a
-  reduced rate, within 0.1% of the exact P.
+  reduced rate, within 0.5% of the exact P (0.1% with the 'accuracy'
+  tolerance).
 - `engines`: the fused computations of the layer stacks that have one.
 - `layer`: `FilterbankEnergies`, the Keras layer that owns the three layers
   and chooses how they are computed.

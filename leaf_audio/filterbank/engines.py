@@ -39,7 +39,7 @@ class GaborEnergies:
   Computes P = pool(|x * phi|^2) exactly (implementation 'conv') or banded
   (implementation 'fast'). In the fast mode the `BandedPlan` is made from the
   weights when a function is traced (and, eagerly, again whenever the
-  weights have left the plan's `LOOSE` tolerance); `plan_fits` says in the
+  weights have left the plan's loose tolerance); `plan_fits` says in the
   graph whether the weights are still within it. Where there is no banded
   form (windows of an even length; a stride and half window with no common
   factor, as at 44.1 kHz) the fast mode computes exactly, with a warning.
@@ -48,13 +48,17 @@ class GaborEnergies:
     gabor_conv: the `GaborConv1D` layer (2 n filters, stride 1, 'same').
     pooling: the `GaussianLowpass` layer (stride s, 'same').
     implementation: 'conv' or 'fast'.
+    tolerance: the fast mode's `plan.TOLERANCES` pair, by name.
 
   Attributes:
     banded: whether the banded computation is used.
   """
 
-  def __init__(self, gabor_conv, pooling, implementation: str = 'conv'):
+  def __init__(self, gabor_conv, pooling, implementation: str = 'conv',
+               tolerance: str = 'speed'):
     check_implementation(implementation)
+    plan_lib.check_tolerance(tolerance)
+    self.tolerance = tolerance
     self.gabor_conv = gabor_conv
     self.pooling = pooling
     self._plans = {}
@@ -118,7 +122,8 @@ class GaborEnergies:
     plan = self._plans.get(per_block)
     if plan is None or not plan.is_valid(sigma, windows):
       plan = plan_lib.BandedPlan(sigma, windows, self.gabor_conv.kernel_size,
-                                 self.pooling.strides, per_block)
+                                 self.pooling.strides, per_block,
+                                 self.tolerance)
       self._plans[per_block] = plan
     return plan
 
