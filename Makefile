@@ -27,12 +27,17 @@ BACKEND_TESTS := tests/test_backends.py
 	.venv-$*/bin/python -m pip install --quiet -r requirements-$*.txt
 	touch $@
 
+# Two pytest processes (pytest-xdist), one per core of the 2-core machines the
+# suite is sized for; worksteal moves queued tests to whichever process frees
+# up, so that the slow ones do not end up queued behind each other.
+PYTEST_PARALLEL := -n 2 --dist worksteal
+
 test: venv test-jax
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) tests
 
 .PHONY: test-jax test-torch
 test-jax: .venv-jax/.installed
-	KERAS_BACKEND=jax .venv-jax/bin/python -m pytest -q $(BACKEND_TESTS)
+	KERAS_BACKEND=jax .venv-jax/bin/python -m pytest -q $(PYTEST_PARALLEL) $(BACKEND_TESTS)
 
 test-torch: .venv-torch/.installed
 	KERAS_BACKEND=torch .venv-torch/bin/python -m pytest -q $(BACKEND_TESTS)

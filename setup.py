@@ -45,7 +45,7 @@ setuptools.setup(
         'tensorboard>=2.20',
     ],
     extras_require={
-        'dev': ['pytest>=8'],
+        'dev': ['pytest>=8', 'pytest-xdist>=3'],
         # Running exported .tflite models (example/export_tflite.py checks
         # its conversions with it).
         'tflite': ['ai-edge-litert>=1.2'],
