@@ -61,7 +61,6 @@ os.environ.setdefault('TF_CPU_ALLOCATOR_USE_BFC', 'true')
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-from leaf_audio import frontend  # pylint: disable=g-import-not-at-top
 
 # benchmarks/harness.py: this script's folder is first on sys.path.
 import harness  # pylint: disable=g-import-not-at-top
@@ -70,14 +69,7 @@ SAMPLE_RATE = 16000
 # Mel's counted peak below which the memory ratio is not printed (see above).
 MIN_PEAK_FOR_RATIO = 2**20
 
-FRONTENDS = {
-    'Mel': frontend.MelFilterbanks,
-    'LEAF conv (default)': lambda: frontend.Leaf(implementation='conv'),
-    'LEAF fast': lambda: frontend.Leaf(implementation='fast'),
-    'SincNet': frontend.SincNet,
-    'SincNet+': frontend.SincNetPlus,
-    'TD-fbanks': frontend.TimeDomainFilterbanks,
-}
+FRONTENDS = harness.FRONTENDS
 # The frontends of the long-clip table (SincNet's direct convolution takes
 # about 15 s per forward+backward minute of audio and 0.5 GB per minute).
 LONG_FRONTENDS = ('Mel', 'LEAF conv (default)', 'LEAF fast', 'TD-fbanks')

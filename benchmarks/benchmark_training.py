@@ -32,7 +32,6 @@ import keras  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import soundfile  # pylint: disable=g-import-not-at-top
 
-from leaf_audio import frontend  # pylint: disable=g-import-not-at-top
 from leaf_audio import models  # pylint: disable=g-import-not-at-top
 
 # benchmarks/harness.py: this script's folder is first on sys.path.
@@ -43,14 +42,7 @@ KEYWORDS = os.path.join(REPO, 'data', 'demo_corpus', 'keywords', 'train')
 BATCH = 32
 CLASSES = 10
 
-FRONTENDS = {
-    'Mel': frontend.MelFilterbanks,
-    'LEAF conv (default)': lambda: frontend.Leaf(implementation='conv'),
-    'LEAF fast': lambda: frontend.Leaf(implementation='fast'),
-    'SincNet': frontend.SincNet,
-    'SincNet+': frontend.SincNetPlus,
-    'TD-fbanks': frontend.TimeDomainFilterbanks,
-}
+FRONTENDS = harness.FRONTENDS
 
 
 def _demo_convnet():

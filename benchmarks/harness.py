@@ -1,5 +1,6 @@
-"""What the benchmark scripts share: the line naming the machine they ran
-on, and one setting measured in a fresh Python process.
+"""What the benchmark scripts share: the frontends they compare, the line
+naming the machine they ran on, and one setting measured in a fresh Python
+process.
 
 A script measures each setting in a worker process of its own (the script
 itself, run again with `--worker` and the setting's arguments), so that a
@@ -13,6 +14,19 @@ import platform
 import subprocess
 import sys
 from typing import Any, Sequence
+
+from leaf_audio import frontend
+
+# The frontends every benchmark compares, by the name of their table row:
+# each value builds a fresh layer.
+FRONTENDS = {
+    'Mel': frontend.MelFilterbanks,
+    'LEAF conv (default)': lambda: frontend.Leaf(implementation='conv'),
+    'LEAF fast': lambda: frontend.Leaf(implementation='fast'),
+    'SincNet': frontend.SincNet,
+    'SincNet+': frontend.SincNetPlus,
+    'TD-fbanks': frontend.TimeDomainFilterbanks,
+}
 
 
 def cpu_name() -> str:
