@@ -312,6 +312,9 @@ def pretrain(workdir: str = '/tmp/leaf_audio_cola',
       model((tf.zeros([1, segment]), tf.zeros([1, segment])))
       model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                     loss=cola.cola_loss, metrics=[cola.pair_accuracy])
+      # Built here, Adam's slots are not created in the first traced step,
+      # which tf.function would then trace a second time.
+      model.optimizer.build(model.trainable_variables)
     # Everything configurable has been called: the operative config is whole.
     workdir_lib.check_or_record(workdir, workdir_lib.make_record(
         gin.operative_config_str(), identities), program='pretrain')

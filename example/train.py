@@ -122,6 +122,10 @@ def build_model(num_classes: Dict[str, int], learning_rate,
   losses, metrics = _losses_and_metrics(list(num_classes), multilabel)
   model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses,
                 weighted_metrics=metrics)
+  # Adam's slots now, not in the first traced step: a step that creates
+  # variables is traced twice by tf.function (once more to run without
+  # creating them), which cost about a third of a short run's time.
+  model.optimizer.build(model.trainable_variables)
   return model
 
 
