@@ -167,8 +167,8 @@ class FilterbankEnergies(keras.layers.Layer):
       initialization, 0.43% at worst at weights moved from it, on the
       parity fixture's clips) or 'accuracy' (within 0.083% there; heavily
       truncated filters, like LEAF's initial 60 Hz one, are computed at the
-      full rate: batch 32 forward, 1.4x the time of 'speed' at 1 s and at
-      10 s).
+      full rate: batch 32 forward, 1.3-1.4x the time of 'speed' at 1 s and
+      at 10 s).
     name: layer name.
 
   Call arguments:

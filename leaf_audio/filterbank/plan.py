@@ -49,15 +49,16 @@ class Tolerance:
 #   for its loose tolerance within 0.083%. Its cost: LEAF's initial channel 0
 #   (60 Hz, sigma 96 samples, its envelope cut at 11% of its peak) needs
 #   every bin and is computed at the full rate, as the exact mode computes
-#   each channel: batch 32 forward, CPU time 1.95x mel's at 1 s and at 10 s
-#   against 1.41x and 1.39x for 'speed' (11 and 7 interleaved rounds, 2 CPU
-#   cores at load 10-13). Its strict tolerance is only a little stricter than
-#   its loose one (4.1 against 4 standard deviations, sidelobes to 2e-7
-#   against 3e-7, pooling spectra to 3.1 against 3): the plan for LEAF's
-#   initial weights then holds 86832 bins per block in all channels against
-#   92448 with the former 4.25 / 1e-7 / 3.25 (2.09x and 2.25x mel's time in
-#   the same runs), and is kept while every sigma shrinks by up to 4.0% or
-#   grows by up to 6.6% (5.8% and 10.0% before).
+#   each channel: batch 32 forward, CPU time 1.95-2.24x mel's at 1 s and
+#   1.95-1.96x at 10 s, against 1.41-1.71x and 1.39-1.51x for 'speed' (two
+#   runs of 7-15 interleaved rounds, 2 CPU cores at load 9-13). Its strict
+#   tolerance is only a little stricter than its loose one (4.1 against 4
+#   standard deviations, sidelobes to 2e-7 against 3e-7, pooling spectra to
+#   3.1 against 3): the plan for LEAF's initial weights then holds 86832
+#   bins per block in all channels against 92448 with the former 4.25 / 1e-7
+#   / 3.25 (2.09-2.30x and 2.25-2.45x mel's time in the same runs), and is
+#   kept while every sigma shrinks by up to 4.0% or grows by up to 6.6%
+#   (5.8% and 10.0% before).
 # What sets the levels: a chirp or a tone far from a channel's band reaches
 # it only through the tails of its response, and sPCEN makes those small
 # energies count (the 1e-5 floor is ~3e-6 of the chirp's peak): the W-tap
