@@ -69,7 +69,7 @@ def pooled_and_gradients(waveform, filters, windows, group_blocks):
     tape.watch(sources)
     pooled = overlap_save.real_filterbank_pooled_fft(
         waveform, filters, leaky, STRIDE, POOL, windows,
-        group_blocks=group_blocks, max_blocks=group_blocks)
+        group_blocks=group_blocks)
     weights = tf.sin(tf.reshape(tf.range(tf.size(pooled), dtype=tf.float32),
                                 tf.shape(pooled)))
     loss = tf.reduce_sum(pooled * weights)

@@ -265,6 +265,112 @@ def real_filter_responses(filters, n_fft):
   return tf.signal.rfft(circular, [n_fft])
 
 
+# The most samples a max pooling window may have beyond whole sub-blocks
+# (`_sub_block`) that `_block_maxima` takes one by one.
+_MAX_SINGLES = 4
+
+
+def _sub_block(pool_size: int, stride: int):
+  """The sub-block length d of `_block_maxima`: the largest divisor of the
+  stride, at least a quarter of it, that leaves at most `_MAX_SINGLES`
+  samples of a window beyond whole sub-blocks (80 for SincNet's 401-sample
+  windows at a stride of 160: 5 sub-blocks and one sample), or None."""
+  for length in range(stride, 0, -1):
+    if 4 * length < stride:
+      return None
+    if stride % length == 0 and pool_size % length <= _MAX_SINGLES:
+      return length
+  return None
+
+
+def _block_maxima(signal, pool_size: int, stride: int, frames,
+                  first_block=0):
+  """Window maxima and where they are (`max_pool_blocks`, no gradient).
+
+  With the signal cut into sub-blocks of d samples (d divides s,
+  `_sub_block`), a window of W = q d + r samples is q whole sub-blocks and
+  r single samples: each frame's maximum is the largest of the q sub-block
+  maxima (one pass over the signal) and the r samples; its position is found
+  in the sub-block holding it alone (an argmax over one sub-block per frame).
+  Without such a d, sub-blocks are the stride's blocks and the r samples
+  the first ones of the next block (an argmax over them).
+
+  Returns:
+    (pooled, position): [batch, n, frames] float32 maxima and int32
+    positions in the signal (the first one where several are equal).
+  """
+  shape = tf.shape(signal)
+  length = _sub_block(pool_size, stride)
+  if length is None:
+    return _block_and_head_maxima(signal, pool_size, stride, frames,
+                                  first_block)
+  per_stride = stride // length
+  whole, rest = divmod(pool_size, length)
+  subs = tf.reshape(signal, [shape[0], shape[1], -1, length])
+  sub_maxima = tf.reduce_max(subs, axis=-1)  # [batch, n, sub-blocks]
+  start = first_block * per_stride
+  span = (frames - 1) * per_stride + 1
+  # Candidates in the order of their positions: argmax picks the first
+  # largest.
+  candidates = tf.stack(
+      [sub_maxima[:, :, start + i:start + i + span:per_stride]
+       for i in range(whole)] +
+      [subs[:, :, start + whole:start + whole + span:per_stride, i]
+       for i in range(rest)], axis=-1)  # [batch, n, frames, q + r]
+  best = tf.math.argmax(candidates, axis=-1, output_type=tf.int32)
+  pooled = tf.reduce_max(candidates, axis=-1)
+  # Sub-block of the maximum (or the one after the window's last, for a
+  # single sample).
+  sub_block = (start + per_stride * tf.range(frames)[None, None] +
+               tf.minimum(best, whole))
+  inner = tf.math.argmax(tf.gather(subs, tf.minimum(sub_block, tf.shape(
+      subs)[2] - 1), batch_dims=2), axis=-1, output_type=tf.int32)
+  position = sub_block * length + tf.where(best < whole, inner,
+                                           best - whole)
+  return pooled, position
+
+
+def _block_and_head_maxima(signal, pool_size: int, stride: int, frames,
+                           first_block=0):
+  """`_block_maxima` with blocks of the stride and heads of the rest."""
+  whole, rest = divmod(pool_size, stride)
+  shape = tf.shape(signal)
+  blocks = tf.reshape(signal, [shape[0], shape[1], -1, stride])
+  block_start = stride * tf.range(tf.shape(blocks)[2])
+  offsets = []  # [batch, n, frames] positions in the signal
+  if whole:
+    block_arg = tf.math.argmax(blocks, axis=-1, output_type=tf.int32)
+    block_arg += block_start
+    offsets += [block_arg[:, :, first_block + j:first_block + j + frames]
+                for j in range(whole)]
+  if rest:
+    head_arg = tf.math.argmax(blocks[..., :rest], axis=-1,
+                              output_type=tf.int32)
+    head_arg += block_start
+    offsets.append(head_arg[:, :, first_block + whole:
+                            first_block + whole + frames])
+  # The candidates of each frame are in the order of their positions:
+  # argmax picks the first largest.
+  positions = tf.stack(offsets, axis=-1)  # [batch, n, frames, q + 1]
+  candidates = tf.gather(signal, positions, batch_dims=2)
+  best = tf.math.argmax(candidates, axis=-1, output_type=tf.int32)
+  position = tf.gather(positions, best, batch_dims=3)
+  pooled = tf.gather(candidates, best, batch_dims=3)
+  return pooled, position
+
+
+def _scattered(values, position, length: int):
+  """[batch, n, length] zeros with `values` [batch, n, frames] added at
+  `position` [batch, n, frames] along the last axis."""
+  shape = tf.shape(values)
+  rows = tf.range(shape[0] * shape[1])[:, None]
+  flat = tf.reshape(position, [shape[0] * shape[1], -1]) + rows * length
+  scattered = tf.scatter_nd(tf.reshape(flat, [-1, 1]),
+                            tf.reshape(values, [-1]),
+                            [shape[0] * shape[1] * length])
+  return tf.reshape(scattered, [shape[0], shape[1], length])
+
+
 def max_pool_blocks(signal, pool_size: int, stride: int, frames,
                     first_block=0):
   """Strided per-channel window maxima, from maxima over blocks.
@@ -289,51 +395,34 @@ def max_pool_blocks(signal, pool_size: int, stride: int, frames,
   Returns:
     [batch, n, frames] float32.
   """
-  whole, rest = divmod(pool_size, stride)
   length = signal.shape[-1]
 
   @tf.custom_gradient
   def pooled_maxima(signal):
-    shape = tf.shape(signal)
-    blocks = tf.reshape(signal, [shape[0], shape[1], -1, stride])
-    offsets = []  # [batch, n, frames] positions in the signal
-    if whole:
-      block_arg = tf.math.argmax(blocks, axis=-1, output_type=tf.int32)
-      block_start = stride * tf.range(tf.shape(blocks)[2])
-      block_arg += block_start
-      offsets += [block_arg[:, :, first_block + j:first_block + j + frames]
-                  for j in range(whole)]
-    if rest:
-      head_arg = tf.math.argmax(blocks[..., :rest], axis=-1,
-                                output_type=tf.int32)
-      head_arg += stride * tf.range(tf.shape(blocks)[2])
-      offsets.append(head_arg[:, :, first_block + whole:
-                              first_block + whole + frames])
-    # The candidates of each frame are in the order of their positions:
-    # argmax picks the first largest.
-    positions = tf.stack(offsets, axis=-1)  # [batch, n, frames, q + 1]
-    candidates = tf.gather(signal, positions, batch_dims=2)
-    best = tf.math.argmax(candidates, axis=-1, output_type=tf.int32)
-    position = tf.gather(positions, best, batch_dims=3)  # [batch, n, frames]
-    pooled = tf.gather(candidates, best, batch_dims=3)
-
-    def grad(upstream):
-      rows = tf.range(shape[0] * shape[1])[:, None]
-      flat = tf.reshape(position, [shape[0] * shape[1], -1]) + rows * length
-      gradient = tf.scatter_nd(tf.reshape(flat, [-1, 1]),
-                               tf.reshape(upstream, [-1]),
-                               [shape[0] * shape[1] * length])
-      return tf.reshape(gradient, shape)
-
-    return pooled, grad
+    pooled, position = _block_maxima(signal, pool_size, stride, frames,
+                                     first_block)
+    return pooled, lambda upstream: _scattered(upstream, position, length)
 
   return pooled_maxima(signal)
 
 
+# Blocks (of all the clips of a batch together) that
+# `real_filterbank_pooled_fft` computes at once: their filter outputs, [n,
+# n_fft] float32 each (5.5 MB for SincNet's 80 filters at 16 kHz), stay in
+# the CPU's caches through the filtering, masking and pooling, and through
+# the backward pass.
+REAL_GROUP_BLOCKS = 4
+# The most filter outputs (blocks x n x n_fft values) that SincNet+'s forward
+# pass keeps for its backward pass; beyond, the backward pass computes them
+# again, group by group (one more inverse FFT per block and channel), so that
+# memory does not grow with the clip: 32 blocks of 80 x 17280, 177 MB.
+REAL_KEPT_OUTPUTS = 32 * 80 * 17280
+
+
 def real_filterbank_pooled_fft(waveform, filters, activation, stride: int,
                                pool_size: int, pooling_windows=None,
-                               group_blocks: int = GROUP_BLOCKS,
-                               max_blocks: int = MAX_BLOCKS):
+                               group_blocks: int = REAL_GROUP_BLOCKS,
+                               kept_outputs: int = REAL_KEPT_OUTPUTS):
   """Pooled activations of real filters' outputs, exactly, by FFT (SincNet).
 
   P_n[k] = pool_{0 <= u < W_pool} a(y_n[k s - pad + u]), y_n the 'SAME'
@@ -342,9 +431,20 @@ def real_filterbank_pooled_fft(waveform, filters, activation, stride: int,
   the pool 'SAME' at stride s, either the window sum sum_u g_n[u] (.)
   (SincNet+'s Gaussian pooling, `pooling_windows`, a(y) zero outside the
   clip) or the maximum (SincNet's max pooling, positions outside the clip
-  left out). The overlap-save blocks, grouping of long clips and exactness
-  are those of `filterbank_energies_fft`; a block is one real FFT, and each
-  channel's filtered signal one inverse real FFT.
+  left out). The clip is cut into the overlap-save blocks of
+  `filterbank_energies_fft`; a block is one real FFT, and each channel's
+  filtered signal one inverse real FFT, exact where it is used; outputs that
+  read only zero samples are made exactly 0 (`_masked_outputs`).
+
+  The blocks of every clip of the batch are computed `group_blocks` at a
+  time (`_grouped_real_blocks`), so that a group's [group, n, n_fft] filter
+  outputs stay in the CPU's caches, with a backward pass of its own, group
+  by group: y_n = irfft(X conj(H_n)) has the gradient irfft(sum_n G_n H_n)
+  for the block and sum_blocks G_n conj(X) (weighted by bin) for conj(H_n),
+  G_n = rfft(dL/dy_n). Max pooling keeps only the position of each maximum
+  for it; Gaussian pooling keeps the filter outputs (up to `kept_outputs`
+  values; beyond, they are computed again, group by group, so that memory
+  does not grow with the clip).
 
   Args:
     waveform: [batch, time] float32.
@@ -355,42 +455,268 @@ def real_filterbank_pooled_fft(waveform, filters, activation, stride: int,
     stride: s, the pooling stride.
     pool_size: W_pool, the pooling window.
     pooling_windows: [W_pool, n] pooling windows, or None for max pooling.
-    group_blocks, max_blocks: see `filterbank_energies_fft`.
+    group_blocks: blocks computed at once, >= 1.
+    kept_outputs: see above, >= 1.
 
   Returns:
     [batch, ceil(time / s), n] float32.
   """
-  channels = filters.shape[0]
-
-  def operands(n_fft):
-    responses = tf.math.conj(real_filter_responses(filters, n_fft))
-    if pooling_windows is None:
-      return [responses]
-    return [responses, tf.transpose(pooling_windows)]
-
-  def features(chunks, responses, *unused_windows):
-    n_fft = chunks.shape[-1]
-    spectra = tf.signal.rfft(chunks)
-    return tf.signal.irfft(spectra[:, None, :] * responses[None], [n_fft])
-
-  def pool(outputs, unused_responses, *windows_and_block):
-    *windows, first_block, frames = windows_and_block
-    if windows:
-      return pool_blocks(activation(outputs), windows[0], stride, frames,
-                         first_block)
-    return max_pool_blocks(outputs, pool_size, stride, frames, first_block)
-
-  if pooling_windows is not None:
-    return _pooled_by_blocks(
-        waveform, filters.shape[1], pool_size, stride, 'SAME', channels,
-        operands, features, pool, 0., group_blocks, max_blocks,
-        silence=True)
+  _check_block_counts(group_blocks=group_blocks, kept_outputs=kept_outputs)
+  channels, kernel_size = filters.shape
+  layout = _BlockLayout(waveform, kernel_size, pool_size, stride, 'SAME')
+  n_fft = layout.n_fft
+  padded = tf.pad(waveform, [[0, 0], [layout.offset, layout.padded_length -
+                                      layout.offset - layout.length]])
+  # [batch * blocks, n_fft]: the blocks of clip 0, then of clip 1, ...
+  chunks = tf.reshape(tf.signal.frame(padded, n_fft, layout.hop),
+                      [-1, n_fft])
+  responses = tf.math.conj(real_filter_responses(filters, n_fft))
+  maxima = pooling_windows is None
+  pooled = _grouped_real_blocks(
+      chunks, responses,
+      None if maxima else tf.transpose(pooling_windows), layout.inside(),
+      _RealBlockSettings(kernel_size, activation, stride, pool_size,
+                         layout.first_block, layout.per_block, group_blocks,
+                         kept_outputs))
+  pooled = tf.reshape(tf.transpose(tf.reshape(
+      pooled, [layout.batch, layout.blocks, channels, layout.per_block]),
+                                   (0, 1, 3, 2)),
+                      [layout.batch, layout.blocks * layout.per_block,
+                       channels])[:, :layout.frames]
   # A maximum commutes with a non-decreasing activation: it is applied to
   # the pooled maxima.
-  return activation(_pooled_by_blocks(
-      waveform, filters.shape[1], pool_size, stride, 'SAME', channels,
-      operands, features, pool, float(np.finfo(np.float32).min),
-      group_blocks, max_blocks, silence=True))
+  return activation(pooled) if maxima else pooled
+
+
+class _RealBlockSettings:
+  """The static settings of `_grouped_real_blocks`."""
+
+  def __init__(self, kernel_size, activation, stride, pool_size, first_block,
+               per_block, group_blocks, kept_outputs):
+    self.kernel_size = kernel_size
+    self.activation = activation
+    self.stride = stride
+    self.pool_size = pool_size
+    self.first_block = first_block
+    self.per_block = per_block
+    self.group_blocks = group_blocks
+    self.kept_outputs = kept_outputs
+
+
+def _grouped_real_blocks(chunks, responses, windows, inside, settings):
+  """Pooled activations of every block's filter outputs, group by group.
+
+  Args:
+    chunks: [items, n_fft] float32 blocks, clip after clip.
+    responses: [n, n_fft // 2 + 1] complex64: y_n = irfft(rfft(block)
+      responses_n).
+    windows: [n, W_pool] float32 pooling windows, or None for maxima (the
+      activation is then not applied).
+    inside: [blocks, n_fft] bool, `_BlockLayout.inside` (item i is block i
+      mod blocks of its clip).
+    settings: a `_RealBlockSettings`.
+
+  Returns:
+    [items, n, per_block] float32.
+  """
+  n_fft = chunks.shape[-1]
+  channels = responses.shape[0]
+  per_block = settings.per_block
+  maxima = windows is None
+  outside = float(np.finfo(np.float32).min) if maxima else 0.
+  items = chunks.shape[0]
+  if items is not None:
+    groups = -(-items // settings.group_blocks)
+    size = -(-items // groups)
+  else:
+    items = tf.shape(chunks)[0]
+    size = settings.group_blocks
+    groups = (items + size - 1) // size
+  total = groups * size
+  blocks = tf.shape(inside)[0]
+  item_inside = tf.reshape(tf.gather(inside, tf.range(total) % blocks),
+                           [groups, size, n_fft])
+  keep = (not maxima and is_static(items) and
+          items * channels * n_fft <= settings.kept_outputs)
+  # Bin weights of the inverse real FFT's gradient: bins 0 and N / 2 stand
+  # for themselves, the others for a pair of conjugate bins.
+  bins = n_fft // 2 + 1
+  weights = np.full(bins, 2. / n_fft, np.float32)
+  weights[0] = 1. / n_fft
+  if n_fft % 2 == 0:
+    weights[-1] = 1. / n_fft
+  weights = tf.constant(weights.astype(np.complex64))
+
+  def grouped(values):
+    """[items, ...] -> [groups, size, ...], zeros after the last item."""
+    values = tf.pad(values, [[0, total - items]] +
+                    [[0, 0]] * (values.shape.rank - 1))
+    return tf.reshape(values, [groups, size, *values.shape[1:]])
+
+  def ungrouped(values):
+    return tf.reshape(values, [total, *values.shape[2:]])[:items]
+
+  def filtered(chunk, block_inside, responses):
+    """[size, n_fft] blocks -> ([size, n, n_fft] filter outputs, masked,
+    [size, bins] spectra)."""
+    spectra = tf.signal.rfft(chunk)
+    outputs = tf.signal.irfft(spectra[:, None, :] * responses[None],
+                              [n_fft])
+    keep_output = tf.logical_and(_heard(chunk, settings.kernel_size),
+                                 block_inside)
+    fill = tf.where(block_inside, 0., outside)
+    return (tf.where(keep_output[:, None], outputs, fill[:, None]),
+            spectra)
+
+  def pool(outputs, windows):
+    return pool_blocks(settings.activation(outputs), windows,
+                       settings.stride, per_block, settings.first_block)
+
+  chunk_groups = grouped(chunks)
+
+  def forward(chunks, responses, windows):
+    def group(args):
+      outputs, spectra = filtered(args[0], args[1], responses)
+      if maxima:
+        return _block_maxima(outputs, settings.pool_size, settings.stride,
+                             per_block, settings.first_block) + (spectra,)
+      return (pool(outputs, windows), spectra) + ((outputs,) if keep else ())
+    signature = ((tf.float32, tf.int32, tf.complex64) if maxima else
+                 (tf.float32, tf.complex64) + ((tf.float32,) if keep else ()))
+    return tf.map_fn(group, (chunk_groups, item_inside),
+                     fn_output_signature=signature, parallel_iterations=1)
+
+  def backward(upstream, saved, responses, windows):
+    """Gradients of chunks, responses and windows from dL/dpooled."""
+    upstream = grouped(upstream)
+    grad_chunks = tf.TensorArray(tf.float32, size=groups,
+                                 element_shape=[size, n_fft])
+
+    def body(i, grad_chunks, grad_responses, grad_windows):
+      if maxima:
+        grad_outputs = _scattered(upstream[i], saved[0][i], n_fft)
+      else:
+        if keep:
+          outputs = saved[1][i]
+        else:
+          outputs = filtered(chunk_groups[i], item_inside[i], responses)[0]
+        with tf.GradientTape() as tape:
+          tape.watch([outputs, windows])
+          pooled = pool(outputs, windows)
+        grad_outputs, grad_group_windows = tape.gradient(
+            pooled, [outputs, windows], output_gradients=upstream[i])
+        # No gradient reaches the outputs outside the clip (set to 0).
+        grad_outputs *= tf.cast(item_inside[i], tf.float32)[:, None]
+        grad_windows += grad_group_windows
+      spectra = saved[-1 if maxima else 0][i]
+      grad_spectra = tf.signal.rfft(grad_outputs)  # [size, n, bins]
+      grad_responses += tf.reduce_sum(
+          grad_spectra * tf.math.conj(spectra)[:, None], 0)
+      grad_chunk = tf.signal.irfft(tf.reduce_sum(
+          grad_spectra * tf.math.conj(responses)[None], 1), [n_fft])
+      return (i + 1, grad_chunks.write(i, grad_chunk), grad_responses,
+              grad_windows)
+
+    zeros = [tf.zeros_like(responses),
+             tf.zeros_like(windows) if windows is not None else
+             tf.zeros([])]
+    _, grad_chunks, grad_responses, grad_windows = tf.while_loop(
+        lambda i, *unused: i < groups, body,
+        [tf.constant(0), grad_chunks] + zeros, parallel_iterations=1)
+    grads = [ungrouped(grad_chunks.stack()), grad_responses * weights]
+    return grads + ([] if maxima else [grad_windows])
+
+  @tf.custom_gradient
+  def compute(chunks, responses, *windows):
+    outputs = forward(chunks, responses, *(windows or [None]))
+    saved = outputs[1:]
+    if maxima:
+      saved = (saved[0], saved[1])  # positions, spectra
+    return ungrouped(outputs[0]), lambda upstream: backward(
+        upstream, saved, responses, *(windows or [None]))
+
+  return compute(chunks, responses,
+                 *([] if windows is None else [windows]))
+
+
+def _check_block_counts(**counts):
+  for name, value in counts.items():
+    if (not isinstance(value, (int, np.integer)) or isinstance(value, bool)
+        or value < 1):
+      raise ValueError(f'{name} must be a number of blocks >= 1, got '
+                       f'{value!r}.')
+
+
+class _BlockLayout:
+  """Where the overlap-save blocks of a clip lie, and how long they are.
+
+  Attributes:
+    length: T, the clip's samples (int or scalar int tensor).
+    batch: scalar int tensor.
+    frames: output frames (int or scalar int tensor).
+    pad_left: zeros the pooling's padding adds before the clip.
+    per_block: output frames per block (`block_frames`).
+    blocks: blocks per clip, at least 1.
+    first_block: the stride-sized block of a block's samples where frame 0's
+      pooling window starts.
+    n_fft: samples per block (its FFT length), a multiple of the stride.
+    hop: samples between blocks, stride * per_block.
+    offset: zeros before the clip in the padded signal whose frames of n_fft
+      samples, every hop, are the blocks.
+    padded_length: that padded signal's samples.
+  """
+
+  def __init__(self, waveform, kernel_size: int, pool_size: int,
+               stride: int, padding: str):
+    length = waveform.shape[1]
+    if length is None:
+      length = tf.shape(waveform)[1]
+    self.length = length
+    self.stride = stride
+    self.batch = tf.shape(waveform)[0]
+    pool_half = pool_size // 2
+    if padding == 'SAME':
+      frames, pad_left = same_padding(length, pool_size, stride)
+    elif padding == 'VALID':
+      frames = static_maximum((length - pool_size) // stride + 1, 0)
+      pad_left = 0
+    else:
+      raise ValueError(
+          f"padding must be 'SAME' or 'VALID', got {padding!r}.")
+    self.frames, self.pad_left = frames, pad_left
+    per_block = block_frames(frames if is_static(frames) else None)
+    self.per_block = per_block
+    # At least one block, so that the shapes stay valid for clips too short
+    # for any 'VALID' frame (sliced to none at the end).
+    self.blocks = static_maximum((frames + per_block - 1) // per_block, 1)
+    # As TensorFlow's 'SAME' convolution pads it, y[t] = sum_k x[t - (W - 1)
+    # // 2 + k] phi(k - W // 2): it reads x from `before` samples before t
+    # to `after` after, and for an even W the filter's centre tap is `shift`
+    # = 1 sample after t (y[t] = sum_tau x[t + shift + tau] phi(tau)).
+    before, after = (kernel_size - 1) // 2, kernel_size // 2
+    shift = kernel_size // 2 - (kernel_size - 1) // 2
+    # In a block, frame j's window centre is at margin + j s; the first
+    # window starts a whole number of strides in (for `pool_blocks`), at
+    # least `before` in, where the filtered signal starts to be exact.
+    self.first_block = -(-before // stride)
+    margin = pool_half + self.first_block * stride
+    last = margin + stride * (per_block - 1) + pool_size - pool_half
+    self.n_fft = fft_length(max(
+        last + after,
+        (self.first_block + per_block - 1 + -(-pool_size // stride)) *
+        stride, kernel_size), stride)
+    self.hop = stride * per_block
+    self.offset = margin - (pool_half - pad_left + shift)
+    self.padded_length = (self.blocks - 1) * self.hop + self.n_fft
+
+  def inside(self, first=0, count=None):
+    """[count, n_fft] bool: whether each filter output of blocks first ..
+    first + count - 1 is one of the clip's (at a clip sample 0 .. T - 1)."""
+    count = self.blocks if count is None else count
+    position = (self.hop * (first + tf.range(count)[:, None]) -
+                self.pad_left - self.first_block * self.stride +
+                tf.range(self.n_fft)[None])
+    return tf.logical_and(position >= 0, position < self.length)
 
 
 def _pooled_by_blocks(waveform, kernel_size: int, pool_size: int,
@@ -422,45 +748,12 @@ def _pooled_by_blocks(waveform, kernel_size: int, pool_size: int,
   Returns:
     [batch, frames, n] float32.
   """
-  for name, value in (('group_blocks', group_blocks),
-                      ('max_blocks', max_blocks)):
-    if (not isinstance(value, (int, np.integer)) or isinstance(value, bool)
-        or value < 1):
-      raise ValueError(f'{name} must be a number of blocks >= 1, got '
-                       f'{value!r}.')
-  length = waveform.shape[1]
-  if length is None:
-    length = tf.shape(waveform)[1]
-  batch = tf.shape(waveform)[0]
-  pool_half = pool_size // 2
-  if padding == 'SAME':
-    frames, pad_left = same_padding(length, pool_size, stride)
-  elif padding == 'VALID':
-    frames = static_maximum((length - pool_size) // stride + 1, 0)
-    pad_left = 0
-  else:
-    raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}.")
-  per_block = block_frames(frames if is_static(frames) else None)
-  # At least one block, so that the shapes below stay valid for clips too
-  # short for any 'VALID' frame (sliced to none at the end).
-  blocks = static_maximum((frames + per_block - 1) // per_block, 1)
-  # As TensorFlow's 'SAME' convolution pads it, y[t] = sum_k x[t - (W - 1)
-  # // 2 + k] phi(k - W // 2): it reads x from `before` samples before t to
-  # `after` after, and for an even W the filter's centre tap is `shift` = 1
-  # sample after t (y[t] = sum_tau x[t + shift + tau] phi(tau)).
-  before, after = (kernel_size - 1) // 2, kernel_size // 2
-  shift = kernel_size // 2 - (kernel_size - 1) // 2
-  # In a block, frame j's window centre is at margin + j s; the first window
-  # starts a whole number of strides in (for `pool_blocks`), at least
-  # `before` in, where the filtered signal starts to be exact.
-  first_block = -(-before // stride)
-  margin = pool_half + first_block * stride
-  last = margin + stride * (per_block - 1) + pool_size - pool_half
-  n_fft = fft_length(max(
-      last + after,
-      (first_block + per_block - 1 + -(-pool_size // stride)) * stride,
-      kernel_size), stride)
-  hop = stride * per_block
+  _check_block_counts(group_blocks=group_blocks, max_blocks=max_blocks)
+  layout = _BlockLayout(waveform, kernel_size, pool_size, stride, padding)
+  length, batch, frames = layout.length, layout.batch, layout.frames
+  per_block, blocks, first_block = (layout.per_block, layout.blocks,
+                                    layout.first_block)
+  n_fft, hop = layout.n_fft, layout.hop
   tensors = operands(n_fft)
 
   def pooled_blocks(segment, first, count, *tensors):
@@ -469,10 +762,7 @@ def _pooled_by_blocks(waveform, kernel_size: int, pool_size: int,
     chunks = tf.reshape(tf.signal.frame(segment, n_fft, hop), [-1, n_fft])
     outputs = tf.reshape(features(chunks, *tensors),
                          [batch, count, channels, n_fft])
-    # Clip sample of every position, for the features outside the clip.
-    position = (hop * (first + tf.range(count)[:, None]) - pad_left -
-                first_block * stride + tf.range(n_fft)[None])
-    inside = tf.logical_and(position >= 0, position < length)
+    inside = layout.inside(first, count)
     if silence:
       outputs = _masked_outputs(outputs, inside, _heard(chunks, kernel_size),
                                 outside)
@@ -486,7 +776,7 @@ def _pooled_by_blocks(waveform, kernel_size: int, pool_size: int,
         pooled, [batch, count, channels, per_block]), (0, 1, 3, 2)),
                       [batch, count * per_block, channels])
 
-  offset = margin - (pool_half - pad_left + shift)
+  offset = layout.offset
   if not is_static(blocks) or blocks <= max(max_blocks, group_blocks):
     padded_length = (blocks - 1) * hop + n_fft
     padded = tf.pad(waveform,
