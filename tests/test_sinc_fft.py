@@ -59,7 +59,8 @@ def problem(taps, seed=0):
   return waveform, filters, windows
 
 
-def pooled_and_gradients(waveform, filters, windows, group_blocks):
+def pooled_and_gradients(waveform, filters, windows, group_blocks,
+                         kept_outputs=overlap_save.REAL_KEPT_OUTPUTS):
   waveform, filters = tf.constant(waveform), tf.constant(filters)
   sources = [waveform, filters]
   if windows is not None:
@@ -69,7 +70,7 @@ def pooled_and_gradients(waveform, filters, windows, group_blocks):
     tape.watch(sources)
     pooled = overlap_save.real_filterbank_pooled_fft(
         waveform, filters, leaky, STRIDE, POOL, windows,
-        group_blocks=group_blocks)
+        group_blocks=group_blocks, kept_outputs=kept_outputs)
     weights = tf.sin(tf.reshape(tf.range(tf.size(pooled), dtype=tf.float32),
                                 tf.shape(pooled)))
     loss = tf.reduce_sum(pooled * weights)
@@ -98,6 +99,37 @@ def test_real_filterbank_by_fft_equals_direct_and_groups(pool, taps):
     assert max_relative_error(grad, whole_grad) < 1e-5
 
 
+def test_gaussian_pooling_computes_outputs_again_beyond_kept_outputs():
+  """With no filter outputs kept for the backward pass (computed again
+  there, group by group), the same outputs and gradients."""
+  waveform, filters, windows = problem(25, seed=2)
+  waveform[1, :700] = 0.
+  kept, kept_grads = pooled_and_gradients(waveform, filters, windows, 3)
+  again, again_grads = pooled_and_gradients(waveform, filters, windows, 3,
+                                            kept_outputs=1)
+  np.testing.assert_array_equal(again, kept)
+  for grad, kept_grad in zip(again_grads, kept_grads):
+    assert max_relative_error(grad, kept_grad) < 1e-6
+
+
+@pytest.mark.parametrize('taps', [1, 2, 24, 25, 64, 401])
+def test_silence_mask_is_any_nonzero_sample_in_each_filter_window(taps):
+  """`_window_any` against NumPy: output p reads samples p - W // 2 ..
+  p + (W - 1) // 2 of its row."""
+  rng = np.random.default_rng(taps)
+  flags = rng.uniform(size=(4, 700)) < 0.004
+  flags[0] = False
+  flags[1] = False
+  flags[1, 0] = True
+  flags[2] = False
+  flags[2, -1] = True
+  expected = np.stack([[
+      row[max(p - taps // 2, 0):p + (taps - 1) // 2 + 1].any()
+      for p in range(row.size)] for row in flags])
+  np.testing.assert_array_equal(
+      overlap_save._window_any(tf.constant(flags), taps), expected)  # pylint: disable=protected-access
+
+
 @pytest.mark.parametrize('pool', ['max', 'windows'])
 def test_outputs_that_read_only_silence_are_exactly_zero(pool):
   """Where every filter window is silent (zeros), the pooled outputs are
@@ -113,16 +145,27 @@ def test_outputs_that_read_only_silence_are_exactly_zero(pool):
   assert max_relative_error(pooled, direct) < 1e-5
 
 
-def test_max_pooling_gradient_goes_to_each_maximum():
-  """The gradient of the block maxima is that of `tf.nn.max_pool1d`."""
+@pytest.mark.parametrize('pool_size,stride', [
+    (11, 4),  # sub-blocks of 4 and 3 single samples
+    (12, 4),  # whole sub-blocks
+    (401, 160),  # SincNet's: sub-blocks of 80 and a single sample
+    (13, 7),  # no sub-block: blocks of 7 and heads of 6
+])
+def test_max_pooling_gradient_goes_to_each_maximum(pool_size, stride):
+  """The block maxima and their gradient are those of `tf.nn.max_pool1d`."""
   rng = np.random.default_rng(3)
-  signal = tf.constant(rng.standard_normal((2, 3, 64)).astype(np.float32))
-  upstream = tf.constant(rng.standard_normal((2, 3, 13)).astype(np.float32))
+  frames = 13
+  signal = tf.constant(rng.standard_normal(
+      (2, 3, stride * (frames + -(-pool_size // stride)))).astype(np.float32))
+  upstream = tf.constant(rng.standard_normal((2, 3, frames)).astype(
+      np.float32))
   with tf.GradientTape(persistent=True) as tape:
     tape.watch(signal)
-    ours = overlap_save.max_pool_blocks(signal, 11, 4, 13, first_block=0)
+    ours = overlap_save.max_pool_blocks(signal, pool_size, stride, frames,
+                                        first_block=0)
     theirs = tf.transpose(tf.nn.max_pool1d(
-        tf.transpose(signal, (0, 2, 1)), 11, 4, 'VALID'), (0, 2, 1))[:, :, :13]
+        tf.transpose(signal, (0, 2, 1)), pool_size, stride, 'VALID'),
+                          (0, 2, 1))[:, :, :frames]
   np.testing.assert_array_equal(ours, theirs)
   np.testing.assert_allclose(
       tape.gradient(ours, signal, output_gradients=upstream),

@@ -17,7 +17,10 @@ layer: `layer.FilterbankEnergies` chooses one and owns the layers.
 The exact computations take long clips a few blocks at a time, with a
 backward pass that recomputes each group (`overlap_save.GROUP_BLOCKS`), so
 that their memory does not grow with the clip beyond its samples and
-features.
+features; SincNet's takes every clip a few blocks at a time
+(`overlap_save.REAL_GROUP_BLOCKS`), keeping for its backward pass only the
+maxima's positions, or (Gaussian pooling) the filter outputs up to
+`overlap_save.REAL_KEPT_OUTPUTS` values.
 """
 
 import math

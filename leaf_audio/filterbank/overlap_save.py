@@ -12,7 +12,10 @@ to the direct convolution up to float32 rounding.
 
 SincNet's real filters, LeakyReLU and max or Gaussian pooling take the same
 blocks (`real_filterbank_pooled_fft`): one inverse real FFT per block and
-channel, maxima from block maxima (`max_pool_blocks`).
+channel, maxima from sub-block maxima (`max_pool_blocks`), the blocks of the
+whole batch a few at a time so that their outputs stay in the CPU's caches,
+with a backward pass of their own, and the elementwise work between the FFTs
+compiled with XLA.
 """
 
 import numpy as np
@@ -239,7 +242,7 @@ def filterbank_energies_fft(waveform, filters, pooling_windows, stride: int,
 
   return _pooled_by_blocks(
       waveform, filters.shape[1], pool_size, stride, padding, channels,
-      operands, features, pool, 0., group_blocks, max_blocks)
+      operands, features, pool, group_blocks, max_blocks)
 
 
 def real_filter_responses(filters, n_fft):
@@ -433,8 +436,15 @@ def real_filterbank_pooled_fft(waveform, filters, activation, stride: int,
   clip) or the maximum (SincNet's max pooling, positions outside the clip
   left out). The clip is cut into the overlap-save blocks of
   `filterbank_energies_fft`; a block is one real FFT, and each channel's
-  filtered signal one inverse real FFT, exact where it is used; outputs that
-  read only zero samples are made exactly 0 (`_masked_outputs`).
+  filtered signal one inverse real FFT, exact where it is used. By FFT, an
+  output whose filter window holds only zeros (digital silence, padding) is
+  float32 rounding noise of the block's other samples (about 1e-7 of them),
+  where the direct convolution gives exactly 0; after a LeakyReLU and
+  Gaussian pooling that noise is above the frontends' 1e-5 floor, and
+  sPCEN's gain control amplifies it (SincNet+ on a half-silent clip: 3.5% of
+  the largest output), so such outputs are made exactly 0 (their gradient
+  is that of the direct computation: they have one, the outputs outside the
+  clip none).
 
   The blocks of every clip of the batch are computed `group_blocks` at a
   time (`_grouped_real_blocks`), so that a group's [group, n, n_fft] filter
@@ -555,6 +565,14 @@ def _spectra_gradient(grad_spectra, responses):
   return tf.reduce_sum(grad_spectra * tf.math.conj(responses)[None], 1)
 
 
+def _group_size(items: int, most: int) -> int:
+  """Blocks per group, at most `most`, for `items` blocks: the fewest
+  blocks computed in all (the last group is filled up with zeros) plus a
+  quarter of a block per group (10 blocks: 5 groups of 2, not 3 of 4)."""
+  return min(range(1, max(min(most, items), 1) + 1),
+             key=lambda size: (-(-items // size) * (size + 0.25), -size))
+
+
 def _grouped_real_blocks(chunks, responses, windows, inside, settings):
   """Pooled activations of every block's filter outputs, group by group.
 
@@ -578,8 +596,8 @@ def _grouped_real_blocks(chunks, responses, windows, inside, settings):
   outside = float(np.finfo(np.float32).min) if maxima else 0.
   items = chunks.shape[0]
   if items is not None:
-    groups = -(-items // settings.group_blocks)
-    size = -(-items // groups)
+    size = _group_size(items, settings.group_blocks)
+    groups = -(-items // size)
   else:
     items = tf.shape(chunks)[0]
     size = settings.group_blocks
@@ -660,7 +678,7 @@ def _grouped_real_blocks(chunks, responses, windows, inside, settings):
 
   def forward(responses, windows):
     """Pooled [groups, size, n, per_block] and what the backward pass reads,
-    TensorArrays of a group each (read there without stacking them)."""
+    [groups, ...] each."""
     kinds = ([tf.float32, tf.int32, tf.complex64] if maxima else
              [tf.float32, tf.complex64] + ([tf.float32] if keep else []))
     arrays = [tf.TensorArray(kind, size=groups) for kind in kinds]
@@ -680,7 +698,9 @@ def _grouped_real_blocks(chunks, responses, windows, inside, settings):
     arrays = tf.while_loop(lambda i, *unused: i < groups, body,
                            [tf.constant(0)] + arrays,
                            parallel_iterations=1)[1:]
-    return [arrays[0].stack()] + list(arrays[1:])
+    # Stacked: a gradient function that read a TensorArray (a variant
+    # tensor) could not be saved in a SavedModel.
+    return [array.stack() for array in arrays]
 
   def backward(upstream, saved, responses, windows):
     """Gradients of chunks, responses and windows from dL/dpooled."""
@@ -690,12 +710,12 @@ def _grouped_real_blocks(chunks, responses, windows, inside, settings):
 
     def body(i, grad_chunks, grad_responses, grad_windows):
       if maxima:
-        grad_outputs = scattered(upstream[i], saved[0].read(i))
-        spectra = saved[1].read(i)
+        grad_outputs = scattered(upstream[i], saved[0][i])
+        spectra = saved[1][i]
       else:
-        spectra = saved[0].read(i)
+        spectra = saved[0][i]
         if keep:
-          outputs = saved[1].read(i)
+          outputs = saved[1][i]
         else:
           outputs = filtered(chunk_groups[i], responses)[0]
         grad_outputs, grad_group_windows = pooling_gradients(
@@ -811,9 +831,8 @@ class _BlockLayout:
 
 def _pooled_by_blocks(waveform, kernel_size: int, pool_size: int,
                       stride: int, padding: str, channels: int, operands,
-                      features, pool, outside: float, group_blocks: int,
-                      max_blocks: int, silence: bool = False):
-  """The overlap-save computation both filterbanks share.
+                      features, pool, group_blocks: int, max_blocks: int):
+  """The overlap-save computation of the complex filterbanks.
 
   Args:
     waveform: [batch, time] float32.
@@ -828,12 +847,7 @@ def _pooled_by_blocks(waveform, kernel_size: int, pool_size: int,
       n_fft] float32, the filtered and activated blocks.
     pool: (features, *operands, first_block, frames) -> [batch', n, frames]
       pooled features of each block.
-    outside: the value of a feature at positions outside the clip (0 for
-      sums, the lowest float for maxima).
     group_blocks, max_blocks: see `filterbank_energies_fft`.
-    silence: whether the filter outputs at positions whose filter window
-      holds only zero samples are made exactly 0, as the direct convolution
-      gives them (`_masked_outputs`).
 
   Returns:
     [batch, frames, n] float32.
@@ -853,13 +867,8 @@ def _pooled_by_blocks(waveform, kernel_size: int, pool_size: int,
     outputs = tf.reshape(features(chunks, *tensors),
                          [batch, count, channels, n_fft])
     inside = layout.inside(first, count)
-    if silence:
-      outputs = _masked_outputs(outputs, inside, _heard(chunks, kernel_size),
-                                outside)
-    elif outside == 0.:
-      outputs = outputs * tf.cast(inside, tf.float32)[None, :, None, :]
-    else:
-      outputs = tf.where(inside[None, :, None, :], outputs, outside)
+    # The features outside the clip are 0.
+    outputs = outputs * tf.cast(inside, tf.float32)[None, :, None, :]
     pooled = pool(tf.reshape(outputs, [-1, channels, n_fft]), *tensors,
                   first_block, per_block)
     return tf.reshape(tf.transpose(tf.reshape(
@@ -892,68 +901,6 @@ def _pooled_by_blocks(waveform, kernel_size: int, pool_size: int,
   pooled = tf.reshape(tf.transpose(pooled, (1, 0, 2, 3)),
                       [batch, groups * per_group * per_block, channels])
   return pooled[:, :frames]
-
-
-def _heard(chunks, kernel_size: int):
-  """Whether each filter output of each block reads a nonzero sample.
-
-  Args:
-    chunks: [batch * count, n_fft] blocks of the clip.
-    kernel_size: W.
-
-  Returns:
-    [batch * count, n_fft] bool: output p of a block, sum_tau x[p + tau]
-    h(tau) over tau = -(W // 2) .. (W - 1) // 2, reads a nonzero sample.
-  """
-  n_fft = chunks.shape[-1]
-  counts = tf.pad(tf.cumsum(tf.cast(tf.not_equal(chunks, 0.), tf.float32),
-                            axis=1), [[0, 0], [1, 0]])
-  index = np.arange(n_fft)
-  start = np.clip(index - kernel_size // 2, 0, n_fft)
-  stop = np.clip(index + (kernel_size - 1) // 2 + 1, 0, n_fft)
-  return (tf.gather(counts, stop, axis=1) -
-          tf.gather(counts, start, axis=1)) > 0.5
-
-
-def _masked_outputs(outputs, inside, heard, outside: float):
-  """Filter outputs with those outside the clip set to `outside` and those
-  that read only zero samples set to exactly 0.
-
-  By FFT, an output whose filter window holds only zeros (digital silence,
-  zero padding) is float32 rounding noise of the block's other samples
-  (about 1e-7 of them), where the direct convolution gives exactly 0; after
-  a LeakyReLU and Gaussian pooling that noise is above the frontends' 1e-5
-  floor, and sPCEN's gain control amplifies it (SincNet+ on a half-silent
-  clip: 3.5% of the largest output). The gradient is that of the direct
-  computation: upstream at the outputs inside the clip (silent ones
-  included), none outside; for maxima (`outside` the lowest float), whose
-  gradient never reaches outside outputs, upstream as it is.
-
-  Args:
-    outputs: [batch, count, channels, n_fft] filter outputs.
-    inside: [count, n_fft] bool, the positions inside the clip.
-    heard: [batch * count, n_fft] bool (`_heard`).
-    outside: 0 (sums) or the lowest float (maxima).
-
-  Returns:
-    [batch, count, channels, n_fft].
-  """
-  shape = tf.shape(outputs)
-  heard = tf.reshape(heard, [shape[0], shape[1], 1, shape[3]])
-  keep = tf.logical_and(heard, inside[None, :, None, :])
-  fill = tf.where(inside, 0., outside)[None, :, None, :]
-  gradient_mask = (tf.cast(inside, tf.float32)[None, :, None, :]
-                   if outside == 0. else None)
-
-  @tf.custom_gradient
-  def masked(outputs):
-
-    def grad(upstream):
-      return upstream if gradient_mask is None else upstream * gradient_mask
-
-    return tf.where(keep, outputs, fill), grad
-
-  return masked(outputs)
 
 
 def _recomputing(compute):
