@@ -10,7 +10,9 @@ examples per second of the training step (`Model.train_on_batch` on a batch
 of 32 one-second clips held in memory, Adam, one linear head of 10
 classes), the wall time of one epoch of `Model.fit` over the bundled
 corpus's keyword training clips (200 clips of 1 s, decoded once into
-memory, batch 32), and their ratios to mel-filterbanks in the same run.
+memory, batch 32), the process's CPU time per training step (user +
+system, all threads: a shared machine inflates it less than the wall time),
+and their ratios to mel-filterbanks in the same run.
 
 How it measures: each encoder runs in a process of its own, every frontend
 built, compiled and warmed up (two steps and one epoch) first; then the
@@ -81,7 +83,8 @@ def _model(frontend_name, encoder_name):
 
 
 def measure(encoder_name, names, rounds, steps):
-  """{frontend: (examples per second of a step, epoch seconds)}."""
+  """{frontend: (examples per second of a step, epoch seconds, CPU seconds
+  per step)}."""
   clips, labels = keyword_clips()
   x, y = clips[:BATCH], labels[:BATCH]
   fitted = {}
@@ -93,18 +96,21 @@ def measure(encoder_name, names, rounds, steps):
     fitted[name] = model
   rates = {name: [] for name in names}
   epochs = {name: [] for name in names}
+  cpu = {name: [] for name in names}
   for _ in range(rounds):
     for name in names:
       model = fitted[name]
-      start = time.perf_counter()
+      start, start_cpu = time.perf_counter(), time.process_time()
       for _ in range(steps):
         model.train_on_batch(x, y)
       rates[name].append(steps * BATCH / (time.perf_counter() - start))
+      cpu[name].append((time.process_time() - start_cpu) / steps)
       start = time.perf_counter()
       model.fit(clips, labels, batch_size=BATCH, epochs=1, verbose=0)
       epochs[name].append(time.perf_counter() - start)
   return {name: (statistics.median(rates[name]),
-                 statistics.median(epochs[name])) for name in names}
+                 statistics.median(epochs[name]),
+                 statistics.median(cpu[name])) for name in names}
 
 
 def main():
@@ -126,19 +132,20 @@ def main():
                              args.steps)))
     return
   print(harness.machine_line('Keras', keras.__version__) + '\n')
-  print('| encoder | frontend | step examples/s | epoch s | step time / mel '
-        '| epoch / mel |')
-  print('| --- | --- | ---: | ---: | ---: | ---: |')
+  print('| encoder | frontend | step examples/s | epoch s | step CPU s '
+        '| step time / mel | epoch / mel | step CPU / mel |')
+  print('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |')
   for encoder in args.encoders:
     results = harness.run_worker(
         __file__, ['--encoders', encoder, '--rounds', str(args.rounds),
                    '--steps', str(args.steps), '--frontends', *names],
         encoder)
-    mel_rate, mel_epoch = results['Mel']
+    mel_rate, mel_epoch, mel_cpu = results['Mel']
     for name in names:
-      rate, epoch = results[name]
+      rate, epoch, step_cpu = results[name]
       print(f'| {ENCODERS[encoder][0]} | {name} | {rate:.1f} | {epoch:.2f} | '
-            f'{mel_rate / rate:.2f}x | {epoch / mel_epoch:.2f}x |',
+            f'{step_cpu:.2f} | {mel_rate / rate:.2f}x | '
+            f'{epoch / mel_epoch:.2f}x | {step_cpu / mel_cpu:.2f}x |',
             flush=True)
   print(f'\nLoad average {os.getloadavg()[0]:.1f} at the end.')
 
