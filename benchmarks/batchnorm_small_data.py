@@ -25,7 +25,18 @@ statistics for the same weights:
 - `*_trainmode_stats`: averaged over 50 training batches run in training
   mode (dropout on: the previous `train.recompute_batchnorm`);
 - `*_recomputed`: `callbacks.recompute_batchnorm` over 50 training batches
-  (evaluation mode, what the training program does now).
+  (evaluation mode, what the training program does now);
+- `stats_gap`: how far the saved statistics are from the exact mean and
+  variance of each normalization's inputs over every window of the
+  training clips, in the network they define
+  (`callbacks.batchnorm_input_statistics`): per layer the mean over
+  channels of |mean difference| / std and of |log variance ratio|, the
+  largest over layers (0 for statistics that are exactly those of the
+  network as evaluated).
+
+With `--no-batchnorm` (ConvNet only) the encoder has no normalization: the
+control for how much of the gap between the training clips and validation
+is generalization.
 
 Prints one JSON line. Each run is a single seed: a few points move from run
 to run.
@@ -63,6 +74,23 @@ def _training_mode_statistics(model, batches):
     layer.momentum = momentum
 
 
+def _stats_gap(model, tasks, transforms):
+  """`stats_gap` (see the module docstring) of the model's statistics."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from example import callbacks, data  # pylint: disable=g-import-not-at-top
+  windows = data.window_stream(tasks[0].splits['train'], transforms).batch(32)
+  exact = callbacks.batchnorm_input_statistics(model, windows)
+  means, variances = [], []
+  for layer, (mean, variance) in zip(callbacks.batchnorm_layers(model),
+                                     exact):
+    std = np.sqrt(variance + layer.epsilon)
+    means.append(np.mean(np.abs(layer.moving_mean.numpy() - mean) / std))
+    variances.append(np.mean(np.abs(np.log(
+        (layer.moving_variance.numpy() + layer.epsilon) /
+        (variance + layer.epsilon)))))
+  return [round(float(max(means)), 4), round(float(max(variances)), 4)]
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--dataset', default='data/demo_corpus/keywords')
@@ -72,7 +100,11 @@ def main():
                       help='train.recompute_batchnorm (0: off)')
   parser.add_argument('--epochs', type=int, default=12)
   parser.add_argument('--workdir', default=None)
+  parser.add_argument('--no-batchnorm', action='store_true',
+                      help='ConvNet without normalization (the control)')
   args = parser.parse_args()
+  if args.no_batchnorm and args.encoder != 'convnet':
+    parser.error('--no-batchnorm applies to --encoder convnet only')
 
   import gin  # pylint: disable=g-import-not-at-top
   from example import callbacks, data, evaluation, main as cli, train  # pylint: disable=g-import-not-at-top
@@ -85,7 +117,9 @@ def main():
               f'train.num_epochs = {args.epochs}',
               'train.learning_rate = 1e-3', 'train.batch_size = 32',
               f'train.recompute_batchnorm = {args.recompute}'
-              ] + ENCODERS[args.encoder]
+              ] + ENCODERS[args.encoder] + (
+                  ['ConvBlock.normalization_layer = None']
+                  if args.no_batchnorm else [])
   cli.parse_config(['configs/mel.gin'], bindings)
   start = time.time()
   results = train.train(verbose=0)
@@ -99,7 +133,8 @@ def main():
   score = lambda split, **kw: list(evaluation.evaluate(
       model, tasks, transforms, 32, False, split=split, **kw).values()
                                    )[0]['accuracy']
-  row = {'encoder': args.encoder, 'recompute_batchnorm': args.recompute,
+  row = {'encoder': args.encoder + ('_no_bn' if args.no_batchnorm else ''),
+         'recompute_batchnorm': args.recompute,
          'epochs': args.epochs, 'seconds': round(seconds),
          'test_reported': list(results.values())[0]['accuracy']}
   for split in ('train', 'eval', 'test'):
@@ -115,6 +150,8 @@ def main():
   for split in ('train', 'eval', 'test'):
     row[f'{split}_recomputed'] = score(split)
   model.set_weights(saved)
+  if callbacks.batchnorm_layers(model):
+    row['stats_gap'] = _stats_gap(model, tasks, transforms)
   row['train_trainmode'] = score('train', training=True)
   print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
                     for k, v in row.items()}))

@@ -23,7 +23,7 @@ the new state, never a torn or mixed one.
 import io
 import json
 import os
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from absl import logging
 import keras
@@ -490,6 +490,69 @@ def recompute_batchnorm(model: keras.Model, batches: Iterable) -> int:
       layer.momentum = momentum
       del layer.call  # Back to the class's own.
   return count
+
+
+def batchnorm_input_statistics(
+    model: keras.Model, batches: Iterable) -> List[Tuple[np.ndarray,
+                                                         np.ndarray]]:
+  """What each batch normalization receives when the model is evaluated.
+
+  The model runs in evaluation mode over `batches` (every normalization by
+  its moving statistics, dropout and augmentation off), and for each
+  BatchNormalization layer (in `batchnorm_layers` order) the exact mean and
+  (biased) variance per channel of its inputs over every example and
+  position of every batch are accumulated in float64:
+      mu = sum x / N,   var = sum x^2 / N - mu^2.
+  These are the statistics that evaluation on those inputs would ideally
+  normalize by; `moving_mean` / `moving_variance` can be compared with
+  them (`recompute_batchnorm` approximates them by averaging batch
+  statistics of the same network). The model's weights and statistics are
+  not changed.
+
+  Args:
+    model: the model, built.
+    batches: (inputs, ...) tuples.
+
+  Returns:
+    [(mean [channels], variance [channels]) float64] per layer.
+
+  Raises:
+    ValueError: `batches` is empty.
+  """
+  layers = batchnorm_layers(model)
+  sums = [[0., 0., 0] for _ in layers]
+
+  def recording_call(index, layer):
+    call = type(layer).call.__get__(layer)
+
+    def record(inputs, training=None, mask=None):
+      del training  # Evaluation mode: the moving statistics.
+      x = np.asarray(keras.ops.convert_to_numpy(inputs), np.float64)
+      axis = layer.axis % x.ndim
+      x = np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
+      sums[index][0] = sums[index][0] + x.sum(0)
+      sums[index][1] = sums[index][1] + (x * x).sum(0)
+      sums[index][2] += x.shape[0]
+      return call(inputs, training=False, mask=mask)
+
+    return record
+
+  count = 0
+  try:
+    for index, layer in enumerate(layers):
+      layer.call = recording_call(index, layer)
+    for count, batch in enumerate(batches, 1):
+      model(batch[0], training=False)
+  finally:
+    for layer in layers:
+      del layer.call  # Back to the class's own.
+  if not count:
+    raise ValueError('batchnorm_input_statistics needs at least one batch')
+  statistics = []
+  for total, squares, n in sums:
+    mean = total / n
+    statistics.append((mean, np.maximum(squares / n - mean * mean, 0.)))
+  return statistics
 
 
 class RecomputeBatchNorm(keras.callbacks.Callback):

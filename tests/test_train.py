@@ -633,3 +633,43 @@ def test_recompute_batchnorm_averages_evaluation_mode_statistics():
                              rtol=1e-4, atol=1e-4)
   assert callbacks.recompute_batchnorm(keras.Sequential([first]),
                                        batches) == 0
+
+
+def test_batchnorm_input_statistics_are_those_of_evaluation_mode():
+  """The exact mean and variance of each normalization's inputs over all
+  batches, with the model evaluated (earlier normalizations by their moving
+  statistics, dropout off), against NumPy; the model is left unchanged. On
+  batches of different means the population variance exceeds the mean of
+  the batch variances (what `recompute_batchnorm` averages)."""
+  from example import callbacks  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(3)
+  first, second = keras.layers.Dense(6), keras.layers.Dense(3)
+  norm1, norm2 = keras.layers.BatchNormalization(), (
+      keras.layers.BatchNormalization(axis=1))
+  model = keras.Sequential([keras.Input((5,)), first, norm1,
+                            keras.layers.Dropout(0.5), second, norm2])
+  rng = np.random.default_rng(1)
+  norm1.moving_mean.assign(rng.normal(size=6).astype(np.float32))
+  norm1.moving_variance.assign(rng.uniform(.5, 2., 6).astype(np.float32))
+  batches = [(rng.normal(shift, 3., (8, 5)).astype(np.float32), None)
+             for shift in (-2., 0., 4.)]
+  before = [w.numpy() for w in model.weights]
+  (k1, b1), (k2, b2) = [[w.numpy() for w in d.weights] for d in (first,
+                                                                second)]
+  eps = 1e-3
+  x = np.concatenate([b[0] for b in batches]).astype(np.float64)
+  hidden = x @ k1 + b1
+  normalized = (hidden - norm1.moving_mean.numpy()) / np.sqrt(
+      norm1.moving_variance.numpy() + eps)
+  outputs = normalized @ k2 + b2
+  stats = callbacks.batchnorm_input_statistics(model, batches)
+  assert len(stats) == 2
+  for (mean, var), values in zip(stats, (hidden, outputs)):
+    np.testing.assert_allclose(mean, values.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(var, values.var(0), rtol=1e-4)
+  batch_var = np.mean([h.var(0) for h in np.split(hidden, 3)], 0)
+  assert np.all(stats[0][1] > 1.05 * batch_var)
+  for w, b in zip(model.weights, before):
+    np.testing.assert_array_equal(w.numpy(), b)
+  with pytest.raises(ValueError, match='at least one batch'):
+    callbacks.batchnorm_input_statistics(model, [])
