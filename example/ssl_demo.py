@@ -1,8 +1,8 @@
 """The self-supervised demo: COLA pre-training and linear probes on the
 bundled corpus (`python -m example.ssl_demo`, `make ssl-demo`).
 
-For each frontend (LEAF initialized on the mel scale, LEAF initialized at
-random, SincNet, mel-filterbanks) and each of `--seeds` seeds:
+For each of `--seeds` seeds and, within it, each frontend (LEAF initialized
+on the mel scale, LEAF initialized at random, SincNet, mel-filterbanks):
 
 1. `example.pretrain` (a child process) on configs/ssl/<frontend>.gin +
    configs/ssl/demo.gin, with `pretrain.seed` (and, for random LEAF, the
@@ -262,8 +262,10 @@ def main(argv: Sequence[str]) -> None:
     gin.clear_config()
   tasks = tasks_lib.load_tasks(datasets, os.path.join(REPO_ROOT, data_dir))
   head_seeds = list(range(FLAGS.probe_seeds))
-  for key in FLAGS.frontends:
-    for seed in seeds:
+  # Seed-major: every frontend's first seed before any second one, so that a
+  # run stopped early has compared all the frontends.
+  for seed in seeds:
+    for key in FLAGS.frontends:
       seed_dir = os.path.join(root, key, f'seed{seed}')
       pre_dir = os.path.join(seed_dir, 'pretrain')
       cost = None
