@@ -1,6 +1,6 @@
 """COLA pre-training speed per frontend, as ratios to mel-filterbanks.
 
-    .venv/bin/python benchmarks/benchmark_pretrain.py   # a few minutes
+    .venv/bin/python benchmarks/benchmark_pretrain.py   # ~9 min at load 5
     .venv/bin/python benchmarks/benchmark_pretrain.py --segment_seconds 0.96 \
         --steps 5 --rounds 5 --encoder paper
 
@@ -17,10 +17,10 @@ paper's (--encoder paper: EfficientNetB0), compiled as `example.pretrain`
 compiles it, and trained with `train_on_batch` on fixed batches of Gaussian
 noise times 0.1 (no input pipeline: the step alone). The defaults are the
 ssl demo's step (32 clips x 2 views x 0.5 s, configs/ssl/demo.gin) and 3
-rounds of 3 steps: on two CPU cores, building and tracing the six models
-takes most of the few minutes it runs (fast LEAF, which plans its banded
-computation as it traces, 1.5-2 minutes each at a load of 7; the exact
-modes under half a minute). After two warm-up steps,
+rounds of 3 steps: on two CPU cores shared with other work (load 5-6) it
+ran for 9 minutes, most of them building and tracing the six models (fast
+LEAF, which plans its banded computation as it traces, 1.5-2.5 minutes
+each; the others under a minute). After two warm-up steps,
 the frontends are timed in interleaved rounds (every frontend `--steps`
 steps per round), so that a machine shared with other work slows all of
 them alike; each entry is the median over the rounds of the mean step time
