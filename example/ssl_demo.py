@@ -55,6 +55,7 @@ import tensorflow as tf
 
 from . import callbacks
 from . import cola
+from . import console
 from . import data
 from . import demo
 from . import main as main_lib
@@ -78,7 +79,11 @@ RESULTS_FILE = 'results.json'
 # Seeds of the untrained networks (floors): apart from the pre-trainings'.
 FLOOR_SEED = 1000
 
-flags.DEFINE_string('workdir', 'runs/ssl_demo', 'Where every run goes.')
+DEFAULT_WORKDIR = 'runs/ssl_demo'
+# Shared with the other programs that take --workdir (absl refuses a second
+# definition in one process), hence no default here.
+console.define_workdir_flag(f'Where every run goes (default '
+                            f'{DEFAULT_WORKDIR}, under the repository).')
 flags.DEFINE_list('frontends', list(FRONTENDS), 'Frontends, in order.')
 flags.DEFINE_list('seeds', ['0', '1'], 'Seeds of the pre-trainings (and of '
                   'the untrained floors, 1000 + seed) of each frontend; '
@@ -252,7 +257,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f'--seeds must be ints, got {FLAGS.seeds}') from None
   if not seeds or min(seeds) < 0 or FLAGS.probe_seeds < 1:
     raise app.UsageError('--seeds must be ints >= 0 and --probe_seeds >= 1')
-  root = os.path.join(REPO_ROOT, FLAGS.workdir)
+  root = os.path.join(REPO_ROOT, FLAGS.workdir or DEFAULT_WORKDIR)
   _parse(FLAGS.frontends[0], FLAGS.bindings)
   try:
     datasets = gin.query_parameter('pretrain.datasets')
