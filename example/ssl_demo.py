@@ -35,9 +35,12 @@ every frontend and seed probed so far: per task, the mean over seeds
 (each seed's value the mean over its head seeds) with the standard
 deviation and range, for the probes and the floors, and the supervised
 accuracy of `make demo` where runs/demo holds it. Finished pre-trainings
-are reused and interrupted ones resume.
+are reused and interrupted ones resume; a seed's probes and floor are
+reused while its pre-training (operative config, steps) and the probe flags
+stay the same.
 """
 
+import hashlib
 import json
 import os
 import resource
@@ -147,6 +150,19 @@ def pretrain(key: str, seed: int, workdir: str, num_epochs: int,
                 [f"pretrain.workdir = '{workdir}'", f'pretrain.seed = {seed}']
                 + bindings(key, seed, extra),
                 os.path.join(workdir, 'log.txt'))
+
+
+def probe_settings(pre_dir: str) -> Dict:
+  """What a seed's probes and floor depend on besides their seeds: a digest
+  of the pre-training's operative config (None before it is written) and
+  the probe flags."""
+  path = os.path.join(pre_dir, 'operative_config.gin')
+  digest = None
+  if os.path.exists(path):
+    with open(path, 'rb') as f:
+      digest = hashlib.sha1(f.read()).hexdigest()[:16]
+  return {'operative_config': digest, 'probe_seeds': FLAGS.probe_seeds,
+          'probe_steps': FLAGS.probe_steps, 'bindings': list(FLAGS.bindings)}
 
 
 def _parse(key: str, extra: Sequence[str] = ()) -> None:
@@ -282,21 +298,36 @@ def main(argv: Sequence[str]) -> None:
             ('' if cost is None else
              f' ({cost["wall_seconds"] / 60:.1f} min, '
              f'{cost["cpu_seconds"] / 60:.1f} CPU min)'), flush=True)
-      start = time.process_time()
-      run = {'seed': seed, 'epochs': state['epoch'],
-             'steps': state['iterations'], 'cost': cost,
-             'probe': probing.probe(pretrained.load(pre_dir), tasks,
-                                    head_seeds, FLAGS.probe_steps)}
-      run['probe_cpu_seconds'] = time.process_time() - start
-      print(f'{key} seed {seed} probe: {run["probe"]}', flush=True)
-      # Saved at once: a run stopped later keeps what it measured.
+      # Probes are reused when nothing they depend on changed: the
+      # pre-training (its operative config and steps) and the probe flags.
+      settings = probe_settings(pre_dir)
+      previous = _load_results(os.path.join(seed_dir, RESULTS_FILE))
+      same = previous.get('settings') == settings
+      run = previous.get('pretrained')
+      if same and run and run['steps'] == state['iterations']:
+        print(f'{key} seed {seed} probe: reused', flush=True)
+      else:
+        start = time.process_time()
+        run = {'seed': seed, 'epochs': state['epoch'],
+               'steps': state['iterations'], 'cost': cost,
+               'probe': probing.probe(pretrained.load(pre_dir), tasks,
+                                      head_seeds, FLAGS.probe_steps)}
+        run['probe_cpu_seconds'] = time.process_time() - start
+        print(f'{key} seed {seed} probe: {run["probe"]}', flush=True)
+        # Saved at once: a run stopped later keeps what it measured.
+        callbacks.write_json(os.path.join(seed_dir, RESULTS_FILE),
+                             {'pretrained': run, 'settings': settings})
+      floor = previous.get('floor')
+      if same and floor:
+        print(f'{key} floor {FLOOR_SEED + seed}: reused', flush=True)
+      else:
+        floor = probing.probe(
+            untrained(key, FLOOR_SEED + seed, FLAGS.bindings), tasks,
+            head_seeds, FLAGS.probe_steps)
+        print(f'{key} floor {FLOOR_SEED + seed}: {floor}', flush=True)
       callbacks.write_json(os.path.join(seed_dir, RESULTS_FILE),
-                           {'pretrained': run})
-      floor = probing.probe(untrained(key, FLOOR_SEED + seed, FLAGS.bindings),
-                            tasks, head_seeds, FLAGS.probe_steps)
-      print(f'{key} floor {FLOOR_SEED + seed}: {floor}', flush=True)
-      callbacks.write_json(os.path.join(seed_dir, RESULTS_FILE),
-                           {'pretrained': run, 'floor': floor})
+                           {'pretrained': run, 'floor': floor,
+                            'settings': settings})
   results = collect(root)
   callbacks.write_json(os.path.join(root, RESULTS_FILE), results)
   steps = {r['steps'] for result in results.values()
