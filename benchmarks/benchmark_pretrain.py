@@ -1,8 +1,8 @@
 """COLA pre-training speed per frontend, as ratios to mel-filterbanks.
 
-    .venv/bin/python benchmarks/benchmark_pretrain.py
-    .venv/bin/python benchmarks/benchmark_pretrain.py --batch 32 --steps 5 \
-        --rounds 5 --encoder demo
+    .venv/bin/python benchmarks/benchmark_pretrain.py   # ~9 min at load 5
+    .venv/bin/python benchmarks/benchmark_pretrain.py --segment_seconds 0.96 \
+        --steps 5 --rounds 5 --encoder paper
 
 Prints a Markdown table: for LEAF (exact, `implementation='conv'`), fast LEAF
 (`implementation='fast'`), both from random filters (configs/ssl/
@@ -15,7 +15,12 @@ How it measures: each frontend's model is built from configs/ssl/<leaf|mel>
 .gin with the demo's encoder (configs/ssl/demo.gin: a 4-block ConvNet) or the
 paper's (--encoder paper: EfficientNetB0), compiled as `example.pretrain`
 compiles it, and trained with `train_on_batch` on fixed batches of Gaussian
-noise times 0.1 (no input pipeline: the step alone). After two warm-up steps,
+noise times 0.1 (no input pipeline: the step alone). The defaults are the
+ssl demo's step (32 clips x 2 views x 0.5 s, configs/ssl/demo.gin) and 3
+rounds of 3 steps: on two CPU cores shared with other work (load 5-6) it
+ran for 9 minutes, most of them building and tracing the six models (fast
+LEAF, which plans its banded computation as it traces, 1.5-2.5 minutes
+each; the others under a minute). After two warm-up steps,
 the frontends are timed in interleaved rounds (every frontend `--steps`
 steps per round), so that a machine shared with other work slows all of
 them alike; each entry is the median over the rounds of the mean step time
@@ -73,10 +78,10 @@ def build(config, bindings, encoder, segment, learning_rate=3e-4):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--batch', type=int, default=32)
-  parser.add_argument('--steps', type=int, default=5)
-  parser.add_argument('--rounds', type=int, default=5)
+  parser.add_argument('--steps', type=int, default=3)
+  parser.add_argument('--rounds', type=int, default=3)
   parser.add_argument('--encoder', choices=('demo', 'paper'), default='demo')
-  parser.add_argument('--segment_seconds', type=float, default=0.96)
+  parser.add_argument('--segment_seconds', type=float, default=0.5)
   parser.add_argument('--frontends', nargs='+',
                       default=[name for name, _, _ in FRONTENDS],
                       choices=[name for name, _, _ in FRONTENDS],

@@ -1,8 +1,8 @@
 """The self-supervised demo: COLA pre-training and linear probes on the
 bundled corpus (`python -m example.ssl_demo`, `make ssl-demo`).
 
-For each frontend (LEAF initialized on the mel scale, LEAF initialized at
-random, SincNet, mel-filterbanks) and each of `--seeds` seeds:
+For each of `--seeds` seeds and, within it, each frontend (LEAF initialized
+on the mel scale, LEAF initialized at random, SincNet, mel-filterbanks):
 
 1. `example.pretrain` (a child process) on configs/ssl/<frontend>.gin +
    configs/ssl/demo.gin, with `pretrain.seed` (and, for random LEAF, the
@@ -35,9 +35,12 @@ every frontend and seed probed so far: per task, the mean over seeds
 (each seed's value the mean over its head seeds) with the standard
 deviation and range, for the probes and the floors, and the supervised
 accuracy of `make demo` where runs/demo holds it. Finished pre-trainings
-are reused and interrupted ones resume.
+are reused and interrupted ones resume; a seed's probes and floor are
+reused while its pre-training (operative config, steps) and the probe flags
+stay the same.
 """
 
+import hashlib
 import json
 import os
 import resource
@@ -55,6 +58,7 @@ import tensorflow as tf
 
 from . import callbacks
 from . import cola
+from . import console
 from . import data
 from . import demo
 from . import main as main_lib
@@ -78,7 +82,11 @@ RESULTS_FILE = 'results.json'
 # Seeds of the untrained networks (floors): apart from the pre-trainings'.
 FLOOR_SEED = 1000
 
-flags.DEFINE_string('workdir', 'runs/ssl_demo', 'Where every run goes.')
+DEFAULT_WORKDIR = 'runs/ssl_demo'
+# Shared with the other programs that take --workdir (absl refuses a second
+# definition in one process), hence no default here.
+console.define_workdir_flag(f'Where every run goes (default '
+                            f'{DEFAULT_WORKDIR}, under the repository).')
 flags.DEFINE_list('frontends', list(FRONTENDS), 'Frontends, in order.')
 flags.DEFINE_list('seeds', ['0', '1'], 'Seeds of the pre-trainings (and of '
                   'the untrained floors, 1000 + seed) of each frontend; '
@@ -142,6 +150,19 @@ def pretrain(key: str, seed: int, workdir: str, num_epochs: int,
                 [f"pretrain.workdir = '{workdir}'", f'pretrain.seed = {seed}']
                 + bindings(key, seed, extra),
                 os.path.join(workdir, 'log.txt'))
+
+
+def probe_settings(pre_dir: str) -> Dict:
+  """What a seed's probes and floor depend on besides their seeds: a digest
+  of the pre-training's operative config (None before it is written) and
+  the probe flags."""
+  path = os.path.join(pre_dir, 'operative_config.gin')
+  digest = None
+  if os.path.exists(path):
+    with open(path, 'rb') as f:
+      digest = hashlib.sha1(f.read()).hexdigest()[:16]
+  return {'operative_config': digest, 'probe_seeds': FLAGS.probe_seeds,
+          'probe_steps': FLAGS.probe_steps, 'bindings': list(FLAGS.bindings)}
 
 
 def _parse(key: str, extra: Sequence[str] = ()) -> None:
@@ -252,7 +273,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f'--seeds must be ints, got {FLAGS.seeds}') from None
   if not seeds or min(seeds) < 0 or FLAGS.probe_seeds < 1:
     raise app.UsageError('--seeds must be ints >= 0 and --probe_seeds >= 1')
-  root = os.path.join(REPO_ROOT, FLAGS.workdir)
+  root = os.path.join(REPO_ROOT, FLAGS.workdir or DEFAULT_WORKDIR)
   _parse(FLAGS.frontends[0], FLAGS.bindings)
   try:
     datasets = gin.query_parameter('pretrain.datasets')
@@ -262,8 +283,10 @@ def main(argv: Sequence[str]) -> None:
     gin.clear_config()
   tasks = tasks_lib.load_tasks(datasets, os.path.join(REPO_ROOT, data_dir))
   head_seeds = list(range(FLAGS.probe_seeds))
-  for key in FLAGS.frontends:
-    for seed in seeds:
+  # Seed-major: every frontend's first seed before any second one, so that a
+  # run stopped early has compared all the frontends.
+  for seed in seeds:
+    for key in FLAGS.frontends:
       seed_dir = os.path.join(root, key, f'seed{seed}')
       pre_dir = os.path.join(seed_dir, 'pretrain')
       cost = None
@@ -275,21 +298,36 @@ def main(argv: Sequence[str]) -> None:
             ('' if cost is None else
              f' ({cost["wall_seconds"] / 60:.1f} min, '
              f'{cost["cpu_seconds"] / 60:.1f} CPU min)'), flush=True)
-      start = time.process_time()
-      run = {'seed': seed, 'epochs': state['epoch'],
-             'steps': state['iterations'], 'cost': cost,
-             'probe': probing.probe(pretrained.load(pre_dir), tasks,
-                                    head_seeds, FLAGS.probe_steps)}
-      run['probe_cpu_seconds'] = time.process_time() - start
-      print(f'{key} seed {seed} probe: {run["probe"]}', flush=True)
-      # Saved at once: a run stopped later keeps what it measured.
+      # Probes are reused when nothing they depend on changed: the
+      # pre-training (its operative config and steps) and the probe flags.
+      settings = probe_settings(pre_dir)
+      previous = _load_results(os.path.join(seed_dir, RESULTS_FILE))
+      same = previous.get('settings') == settings
+      run = previous.get('pretrained')
+      if same and run and run['steps'] == state['iterations']:
+        print(f'{key} seed {seed} probe: reused', flush=True)
+      else:
+        start = time.process_time()
+        run = {'seed': seed, 'epochs': state['epoch'],
+               'steps': state['iterations'], 'cost': cost,
+               'probe': probing.probe(pretrained.load(pre_dir), tasks,
+                                      head_seeds, FLAGS.probe_steps)}
+        run['probe_cpu_seconds'] = time.process_time() - start
+        print(f'{key} seed {seed} probe: {run["probe"]}', flush=True)
+        # Saved at once: a run stopped later keeps what it measured.
+        callbacks.write_json(os.path.join(seed_dir, RESULTS_FILE),
+                             {'pretrained': run, 'settings': settings})
+      floor = previous.get('floor')
+      if same and floor:
+        print(f'{key} floor {FLOOR_SEED + seed}: reused', flush=True)
+      else:
+        floor = probing.probe(
+            untrained(key, FLOOR_SEED + seed, FLAGS.bindings), tasks,
+            head_seeds, FLAGS.probe_steps)
+        print(f'{key} floor {FLOOR_SEED + seed}: {floor}', flush=True)
       callbacks.write_json(os.path.join(seed_dir, RESULTS_FILE),
-                           {'pretrained': run})
-      floor = probing.probe(untrained(key, FLOOR_SEED + seed, FLAGS.bindings),
-                            tasks, head_seeds, FLAGS.probe_steps)
-      print(f'{key} floor {FLOOR_SEED + seed}: {floor}', flush=True)
-      callbacks.write_json(os.path.join(seed_dir, RESULTS_FILE),
-                           {'pretrained': run, 'floor': floor})
+                           {'pretrained': run, 'floor': floor,
+                            'settings': settings})
   results = collect(root)
   callbacks.write_json(os.path.join(root, RESULTS_FILE), results)
   steps = {r['steps'] for result in results.values()

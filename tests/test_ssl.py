@@ -619,3 +619,66 @@ def test_probe_summary_is_mean_std_and_range_over_runs():
   assert probing.summarize(runs, 'a')['runs'] == 3
   assert probing.summarize(runs, 'c') is None
   assert probing.summarize(runs[2:], 'a')['std'] == 0.
+
+
+def test_ssl_demo_runs_seed_major_and_reuses_finished_probes(tmp_path,
+                                                             monkeypatch):
+  # Seed-major: a demo stopped during the second seed has compared every
+  # frontend once. Run again, it reuses each seed's probes and floor unless
+  # the pre-training or the probe flags changed. The pre-trainings, probes
+  # and floors are stubbed; the configs and the results files are real.
+  from absl import flags
+  from example import ssl_demo
+  calls = []
+
+  def pretrain(key, seed, workdir, num_epochs, extra):
+    os.makedirs(workdir, exist_ok=True)
+    calls.append(('pretrain', key, seed))
+
+  def probe(model, tasks, seeds, steps):
+    calls.append(('probe', model))
+    return [{}]
+
+  monkeypatch.setattr(ssl_demo.tasks_lib, 'load_tasks', lambda *a: [])
+  monkeypatch.setattr(ssl_demo, 'pretrain', pretrain)
+  monkeypatch.setattr(ssl_demo, '_state',
+                      lambda workdir: {'epoch': 4, 'iterations': 120})
+  monkeypatch.setattr(ssl_demo.pretrained, 'load', lambda workdir: 'pre')
+  monkeypatch.setattr(ssl_demo, 'untrained',
+                      lambda key, seed, extra: ('floor', key, seed))
+  monkeypatch.setattr(ssl_demo.probing, 'probe', probe)
+  monkeypatch.setattr(ssl_demo, 'supervised', lambda tasks: {})
+  was_parsed = flags.FLAGS.is_parsed()
+  names = ('workdir', 'seeds', 'frontends', 'probe_steps')
+  saved = {k: flags.FLAGS[k].value for k in names} if was_parsed else None
+  args = ['ssl_demo', f'--workdir={tmp_path}', '--seeds=0,1',
+          '--frontends=leaf,mel']
+  try:
+    flags.FLAGS(args)
+    ssl_demo.main(['ssl_demo'])
+    first, calls[:] = list(calls), []
+    ssl_demo.main(['ssl_demo'])
+    second, calls[:] = list(calls), []
+    flags.FLAGS(args + ['--probe_steps=7'])
+    ssl_demo.main(['ssl_demo'])
+    third = list(calls)
+  finally:
+    if was_parsed:
+      for k, v in saved.items():
+        flags.FLAGS[k].value = v
+    else:
+      flags.FLAGS.unparse_flags()
+  assert first == [
+      ('pretrain', 'leaf', 0), ('probe', 'pre'),
+      ('probe', ('floor', 'leaf', 1000)),
+      ('pretrain', 'mel', 0), ('probe', 'pre'),
+      ('probe', ('floor', 'mel', 1000)),
+      ('pretrain', 'leaf', 1), ('probe', 'pre'),
+      ('probe', ('floor', 'leaf', 1001)),
+      ('pretrain', 'mel', 1), ('probe', 'pre'),
+      ('probe', ('floor', 'mel', 1001))]
+  assert second == [c for c in first if c[0] == 'pretrain']
+  assert third == first
+  with open(os.path.join(tmp_path, 'results.json')) as f:
+    results = json.load(f)
+  assert [r['seed'] for r in results['mel']['pretrained']] == [0, 1]
