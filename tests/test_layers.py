@@ -379,3 +379,29 @@ def test_valid_pooling_of_clips_shorter_than_the_window(layer_cls):
   else:
     window = np.full((9, 3), 0.3, np.float32)
   np.testing.assert_allclose(one[:, 0], (x * window[None]).sum(1), rtol=1e-5)
+
+
+def test_time_domain_kernel_init_works_inside_a_traced_function():
+  # `fit` on an unbuilt TimeDomainFilterbanks model builds it inside the
+  # traced train step, where TensorFlow initializes variables in a graph.
+  eager = initializers.GaborInit()((401, 1, 80)).numpy()
+  traced = tf.function(lambda: initializers.GaborInit()((401, 1, 80)))()
+  np.testing.assert_array_equal(traced.numpy(), eager)
+  filters = np.asarray(
+      melfilters.Gabor(n_filters=40, window_len=401).gabor_filters)
+  np.testing.assert_allclose(eager[:, 0, 0::2].T, filters.real, atol=1e-6)
+  np.testing.assert_allclose(eager[:, 0, 1::2].T, filters.imag, atol=1e-6)
+  model = keras.Sequential([frontend.TimeDomainFilterbanks(),
+                            keras.layers.GlobalAveragePooling1D(),
+                            keras.layers.Dense(2)])
+  model.compile(optimizer=keras.optimizers.SGD(0.),
+                loss=keras.losses.SparseCategoricalCrossentropy(
+                    from_logits=True))
+  model.fit(np.zeros((2, 1600), np.float32), np.array([0, 1]), verbose=0)
+  built_eagerly = frontend.TimeDomainFilterbanks()
+  built_eagerly(np.zeros((1, 1600), np.float32))
+  for traced_weight, eager_weight in zip(model.layers[0].weights,
+                                         built_eagerly.weights):
+    # Equal but for subnormal taps (1e-40), which the graph flushes to 0.
+    np.testing.assert_allclose(traced_weight.numpy(), eager_weight.numpy(),
+                               rtol=0, atol=1e-37)
