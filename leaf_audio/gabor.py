@@ -104,21 +104,29 @@ def envelope(t, sigma):
       math.sqrt(2. * math.pi) * sigma)
 
 
-def real_imag(kernel, size: int = 401):
+def real_imag(kernel, size: int = 401, xp=ops):
   """Real and imaginary parts of the W-tap Gabor filters.
 
   Args:
     kernel: [n, 2] (eta, sigma).
     size: W, the number of taps.
+    xp: `keras.ops` for tensors (float32); np for NumPy arrays (float64),
+      which stay concrete inside a traced function (initializers).
 
   Returns:
-    (a(t) cos(eta t), a(t) sin(eta t)), [n, size] float32 each.
+    (a(t) cos(eta t), a(t) sin(eta t)), [n, size] each.
   """
-  kernel = ops.convert_to_tensor(kernel, 'float32')
-  t = tap_times(size)[None, :]
-  amplitude = envelope(t, kernel[:, 1:2])
+  if xp is np:
+    kernel = np.asarray(kernel, np.float64)
+    t = np.arange(-(size // 2), (size + 1) // 2, dtype=np.float64)[None, :]
+  else:
+    kernel = ops.convert_to_tensor(kernel, 'float32')
+    t = tap_times(size)[None, :]
+  sigma = kernel[:, 1:2]
+  amplitude = xp.exp(-xp.square(t) / (2. * xp.square(sigma))) / (
+      math.sqrt(2. * math.pi) * sigma)
   phase = kernel[:, 0:1] * t
-  return amplitude * ops.cos(phase), amplitude * ops.sin(phase)
+  return amplitude * xp.cos(phase), amplitude * xp.sin(phase)
 
 
 def impulse_response(t, eta, sigma):

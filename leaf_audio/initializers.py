@@ -69,25 +69,19 @@ class GaborInit(keras.initializers.Initializer):
       if shape[1] != 2:
         raise ValueError(
             f'GaborInit expects a [n_filters, 2] kernel, got shape {shape}.')
-      gabor = melfilters.Gabor(n_filters=shape[0], **self._kwargs)
-      return keras.ops.convert_to_tensor(gabor.gabor_params_from_mels, dtype)
+      mel_gabor = melfilters.Gabor(n_filters=shape[0], **self._kwargs)
+      return keras.ops.convert_to_tensor(mel_gabor.gabor_params_from_mels,
+                                         dtype)
     if len(shape) != 3 or shape[1] != 1 or shape[2] % 2:
       raise ValueError(
           'GaborInit expects a [n_filters, 2] or a [window_len, 1, '
           f'2 * n_filters] kernel, got shape {shape}.')
-    gabor = melfilters.Gabor(n_filters=shape[2] // 2, window_len=shape[0],
-                             **self._kwargs)
-    # In NumPy (float64, then float32), not with `gabor.gabor_filters`'s
-    # backend ops: a layer first built inside a traced function (`fit` on an
-    # unbuilt model) calls this in a graph, where those ops are symbolic.
-    eta, sigma = np.asarray(gabor.gabor_params_from_mels, np.float64).T
-    areas = gabor._areas(gabor.mel_filters)[:, 0]  # pylint: disable=protected-access
-    scale = np.sqrt(areas * 2. * np.sqrt(np.pi) * sigma)
-    t = np.arange(-(shape[0] // 2), (shape[0] + 1) // 2, dtype=np.float64)
-    amplitude = (np.exp(-t[None] ** 2 / (2. * sigma[:, None] ** 2)) /
-                 (np.sqrt(2. * np.pi) * sigma[:, None]) * scale[:, None])
-    filters = amplitude * np.exp(1j * eta[:, None] * t[None])  # [n, W]
-    interleaved = np.stack([filters.real, filters.imag], axis=1)
+    mel_gabor = melfilters.Gabor(n_filters=shape[2] // 2,
+                                 window_len=shape[0], **self._kwargs)
+    # NumPy parts: a layer first built inside a traced function (`fit` on an
+    # unbuilt model) calls this in a graph, where backend ops are symbolic.
+    real, imag = mel_gabor.gabor_filter_parts  # [n, W] each
+    interleaved = np.stack([real, imag], axis=1)
     interleaved = interleaved.reshape(shape[2], shape[0])  # re0, im0, re1, ..
     kernel = interleaved.T[:, None, :]
     return keras.ops.convert_to_tensor(kernel.astype(np.float32), dtype)

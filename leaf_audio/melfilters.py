@@ -105,18 +105,28 @@ class Gabor:
     return gabor.params_from_mel_filters(self.mel_filters, self.n_fft)
 
   @property
-  def gabor_filters(self):
-    """Complex Gabor filters scaled to the energies of the mel filters.
+  def gabor_filter_parts(self):
+    """Real and imaginary parts of the Gabor filters, scaled to the energies
+    of the mel filters.
 
     Each filter is multiplied by `sqrt(area * 2 sqrt(pi) * sigma)`, so that its
     squared frequency response has the area of the mel filter it matches.
+    Computed in NumPy (float64, returned as float32), so that an initializer
+    called inside a traced function gets concrete values.
 
     Returns:
-      A complex64 tensor of shape [n_filters, window_len].
+      (real, imag), float32 NumPy arrays of shape [n_filters, window_len].
     """
-    params = self.gabor_params_from_mels
+    params = self.gabor_params_from_mels.astype(np.float64)
     scale = np.sqrt(self._areas(self.mel_filters) * 2. * np.sqrt(np.pi) *
-                    params[:, 1:2]).astype(np.float32)
-    real, imag = gabor.real_imag(params, self.window_len)
-    scale = ops.convert_to_tensor(scale)
-    return gabor.complex_from_parts(real * scale, imag * scale)
+                    params[:, 1:2])
+    real, imag = gabor.real_imag(params, self.window_len, xp=np)
+    return (real * scale).astype(np.float32), (imag * scale).astype(np.float32)
+
+  @property
+  def gabor_filters(self):
+    """`gabor_filter_parts` as one complex64 tensor [n_filters, window_len].
+    """
+    real, imag = self.gabor_filter_parts
+    return gabor.complex_from_parts(ops.convert_to_tensor(real),
+                                    ops.convert_to_tensor(imag))

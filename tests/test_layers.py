@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from leaf_audio import convolution
 from leaf_audio import frontend
+from leaf_audio import gabor
 from leaf_audio import impulse_responses
 from leaf_audio import initializers
 from leaf_audio import melfilters
@@ -66,6 +67,15 @@ def test_gabor_filters_formula():
   # An even size is centered like the original: t = -size//2 .. size//2 - 1.
   even = np.asarray(impulse_responses.gabor_filters(kernel, 4))
   assert np.argmax(np.abs(even[2])) == 2
+  # The NumPy path (float64, for initializers) computes the same formula.
+  for size, times in ((401, t), (4, np.arange(-2, 2))):
+    real, imag = gabor.real_imag(kernel, size, xp=np)
+    assert real.dtype == imag.dtype == np.float64
+    np.testing.assert_allclose(
+        real + 1j * imag,
+        np.exp(1j * kernel[:, :1] * times) *
+        np.exp(-times**2 / (2 * kernel[:, 1:]**2)) /
+        (np.sqrt(2 * np.pi) * kernel[:, 1:]), rtol=1e-12, atol=1e-15)
 
 
 def test_gabor_constraint_clips_to_the_papers_ranges():
