@@ -65,3 +65,17 @@ def test_gin_errors_give_the_files_own_line(tmp_path):
       "include 'mel.gin'\n# comment\ntrain.batch_size = = 3\n")
   with pytest.raises(Exception, match=r'bad\.gin", line 3|bad\.gin, line 3'):
     config_files.parse([str(tmp_path / 'bad.gin')], [], finalize=False)
+
+
+@pytest.mark.parametrize('config', ['leaf', 'demo', 'multitask',
+                                    'ssl/leaf', 'ssl/leaf_random'])
+def test_recipes_train_leaf_in_the_fast_mode(config):
+  """The recipes bind the fast mode; `Leaf()` in code stays exact (parity)."""
+  # pylint: disable=g-import-not-at-top,unused-import (registrations)
+  from example import pretraining
+  from leaf_audio import frontend
+  config_files.parse([config], [], finalize=False)
+  assert gin.query_parameter('Leaf.implementation') == 'fast'
+  with gin.config_scope(None):
+    gin.clear_config()
+    assert frontend.Leaf().get_config()['implementation'] == 'conv'
