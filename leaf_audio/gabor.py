@@ -97,10 +97,10 @@ def peak(sigma):
   return 1. / (math.sqrt(2. * math.pi) * sigma)
 
 
-def envelope(t, sigma):
+def envelope(t, sigma, xp=ops):
   """The Gaussian envelope a(t) = exp(-t^2 / (2 sigma^2)) / (sqrt(2 pi) sigma),
-  broadcast over t and sigma."""
-  return ops.exp(-ops.square(t) / (2. * ops.square(sigma))) / (
+  broadcast over t and sigma (`xp`: `keras.ops`, or np for NumPy arrays)."""
+  return xp.exp(-xp.square(t) / (2. * xp.square(sigma))) / (
       math.sqrt(2. * math.pi) * sigma)
 
 
@@ -122,9 +122,7 @@ def real_imag(kernel, size: int = 401, xp=ops):
   else:
     kernel = ops.convert_to_tensor(kernel, 'float32')
     t = tap_times(size)[None, :]
-  sigma = kernel[:, 1:2]
-  amplitude = xp.exp(-xp.square(t) / (2. * xp.square(sigma))) / (
-      math.sqrt(2. * math.pi) * sigma)
+  amplitude = envelope(t, kernel[:, 1:2], xp)
   phase = kernel[:, 0:1] * t
   return amplitude * xp.cos(phase), amplitude * xp.sin(phase)
 
