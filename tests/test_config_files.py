@@ -10,13 +10,6 @@ from example import config_files
 from example import main  # pylint: disable=unused-import (registrations)
 
 
-@pytest.fixture(autouse=True)
-def _clean_gin():
-  gin.clear_config()
-  yield
-  gin.clear_config()
-
-
 def test_bundled_config_by_name_and_path_from_another_folder(tmp_path,
                                                              monkeypatch):
   monkeypatch.chdir(tmp_path)
@@ -76,6 +69,5 @@ def test_recipes_train_leaf_in_the_fast_mode(config):
   from leaf_audio import frontend
   config_files.parse([config], [], finalize=False)
   assert gin.query_parameter('Leaf.implementation') == 'fast'
-  with gin.config_scope(None):
-    gin.clear_config()
-    assert frontend.Leaf().get_config()['implementation'] == 'conv'
+  gin.clear_config()
+  assert frontend.Leaf().get_config()['implementation'] == 'conv'

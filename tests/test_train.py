@@ -96,12 +96,12 @@ EXTRA = {
     # (the fast mode's traces cost it 45 s instead of 13 s).
     'leaf_custom': ['AudioClassifier.encoder = @PANN()', 'PANN.depth = 1',
                     "Leaf.implementation = 'conv'"],
-         # The recipe's batches (32 x 1 s) are too large for the fast mode's
-         # XLA compilation; TINY's (4 x 1 s) are not, unless told so.
-         'leaf': ['Leaf.xla_max_samples = 0'],
-         'sincnet': ['prepare.mixup_alpha = 0.4'],
-         # One pass over the 8 training clips in batches of 4.
-         'tfbanks': ['train.steps_per_epoch = None']}
+    # The recipe's batches (32 x 1 s) are too large for the fast mode's XLA
+    # compilation; TINY's (4 x 1 s) are not, unless told so.
+    'leaf': ['Leaf.xla_max_samples = 0'],
+    'sincnet': ['prepare.mixup_alpha = 0.4'],
+    # One pass over the 8 training clips in batches of 4.
+    'tfbanks': ['train.steps_per_epoch = None']}
 
 
 @pytest.fixture(scope='module')
