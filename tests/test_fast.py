@@ -455,38 +455,84 @@ def test_implementation_argument(original):
     plan_lib.BandedPlan(np.full(40, 50.), np.ones((401, 40)), 400, 160)
 
 
-def test_pool_squared_modulus_and_its_gradient():
-  """Pooled |z|^2 read as interleaved parts: a NumPy loop for the values,
-  the gradient of the plain composition (|z|^2, then `pool_blocks`)."""
+@pytest.mark.parametrize('recompute', [False, True])
+def test_band_energies_and_their_written_out_gradient(recompute):
+  """One group's pooled |y|^2 and edge samples, and the gradient written out
+  for them (`band_energies`), against TensorFlow's own gradient of the plain
+  composition (gather, product, inverse FFT, |y|^2, `pool_blocks`, gather)
+  and the values against a NumPy loop; traced inside a tf.cond, as the
+  layer calls it."""
   rng = np.random.default_rng(3)
-  stride, frames, first_block = 8, 5, 1
-  shape = (2, 3, 64)  # [batch, n, length], 8 blocks of the stride
-  filtered = tf.constant((rng.standard_normal(shape) +
-                          1j * rng.standard_normal(shape)).astype(np.complex64))
-  windows = tf.constant(rng.uniform(0., 1., (3, 21)).astype(np.float32))
-  energies = np.abs(filtered.numpy())**2
-  expected = np.zeros((2, 3, frames))
+  batch, blocks, n_group, chunks = 2, 2, 3, 6
+  size, stride, window_size, frames, first_block = 32, 4, 9, 5, 1
+  rows = batch * blocks
+  spectrum = tf.constant(
+      (rng.standard_normal((rows, chunks, plan_lib.CHUNK)) + 1j *
+       rng.standard_normal((rows, chunks, plan_lib.CHUNK))).astype(
+           np.complex64))
+  response = tf.constant(rng.uniform(0.5, 1.5, (n_group, size)), tf.float32)
+  windows = tf.constant(rng.uniform(0., 1., (n_group, window_size)),
+                        tf.float32)
+  # (NumPy arrays, made constants of the graph that uses them: an eager
+  # tensor captured by a tf.cond's gradient graph is not resolved there.)
+  chunk_index = np.array([[0, 1], [2, 3], [3, 4]], np.int32)
+  edge_block = np.array([0, 0, 1, 1], np.int32)
+  edge_frame = np.array([0, 1, frames - 2, frames - 1], np.int32)
+  upstream = (rng.standard_normal((rows, n_group, frames)).astype(np.float32),
+              rng.standard_normal((batch, n_group, 4, window_size)).astype(
+                  np.float32))
+
+  def plain(spectrum, response, windows):
+    selected = tf.reshape(tf.gather(spectrum, chunk_index, axis=1),
+                          [rows, n_group, size])
+    filtered = tf.signal.ifft(selected * tf.complex(response, 0.))
+    energies = tf.math.real(filtered * tf.math.conj(filtered))
+    pooled = overlap_save.pool_blocks(energies, windows, stride, frames,
+                                      first_block)
+    flat = tf.reshape(energies, [batch, blocks, n_group, size])
+    samples = tf.stack([
+        flat[:, edge_block[e], :, (first_block + edge_frame[e]) * stride:
+             (first_block + edge_frame[e]) * stride + window_size]
+        for e in range(4)], 2)
+    return pooled, samples
+
+  def written_out(spectrum, response, windows):
+    return banded.band_energies(
+        spectrum, response, windows, chunk_index, (edge_block, edge_frame),
+        batch, (stride, frames, first_block), recompute=recompute)
+
+  def values_and_gradients(function, fits):
+    return tf.function(lambda *inputs: differentiated(function, fits,
+                                                      list(inputs)))(
+                                                          spectrum, response,
+                                                          windows)
+
+  def differentiated(function, fits, inputs):
+    with tf.GradientTape() as tape:
+      tape.watch(inputs)
+      outputs = tf.cond(fits, lambda: function(*inputs),
+                        lambda: function(*inputs))
+      loss = sum(tf.reduce_sum(o * u) for o, u in zip(outputs, upstream))
+    return outputs, tape.gradient(loss, inputs)
+
+  (pooled, samples), grads = values_and_gradients(written_out,
+                                                  tf.constant(True))
+  (expected_pooled, expected_samples), expected_grads = values_and_gradients(
+      plain, tf.constant(True))
+  # The values, by a NumPy loop.
+  selected = spectrum.numpy()[:, chunk_index].reshape(
+      rows, n_group, size)
+  energies = np.abs(np.fft.ifft(selected * response.numpy(), axis=-1))**2
   for k in range(frames):
     start = (first_block + k) * stride
-    expected[:, :, k] = np.sum(energies[:, :, start:start + 21] *
-                               windows.numpy(), -1)
-  projection = rng.standard_normal((2, 3, frames)).astype(np.float32)
-
-  def value_and_grads(pool):
-    with tf.GradientTape() as tape:
-      tape.watch([filtered, windows])
-      pooled = pool()
-      loss = tf.reduce_sum(pooled * projection)
-    return pooled, tape.gradient(loss, [filtered, windows])
-
-  pooled, grads = value_and_grads(lambda: banded.pool_squared_modulus(
-      filtered, windows, stride, frames, first_block))
-  np.testing.assert_allclose(pooled, expected, rtol=1e-5)
-  _, expected_grads = value_and_grads(lambda: overlap_save.pool_blocks(
-      tf.math.real(filtered * tf.math.conj(filtered)), windows, stride,
-      frames, first_block))
-  for grad, expected_grad in zip(grads, expected_grads):
-    np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        pooled[:, :, k], np.sum(energies[:, :, start:start + window_size] *
+                                windows.numpy(), -1), rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(samples, expected_samples, rtol=1e-6)
+  np.testing.assert_allclose(pooled, expected_pooled, rtol=1e-5, atol=1e-7)
+  for grad, expected in zip(grads, expected_grads):
+    np.testing.assert_allclose(grad, expected, rtol=1e-4,
+                               atol=1e-6 * np.abs(expected).max())
 
 
 # 3329 bins: the split basis (`_SPLIT_BASIS_BINS`), with a last row cut short.

@@ -19,7 +19,7 @@ from leaf_audio.filterbank.fft_ops import in_xla_context
 from leaf_audio.filterbank.fft_ops import same_padding
 from leaf_audio.filterbank.fft_ops import squared_modulus
 from leaf_audio.filterbank.fft_ops import static_size
-from leaf_audio.filterbank.overlap_save import _pool_block_products
+from leaf_audio.filterbank.fft_ops import xla_function
 from leaf_audio.filterbank.overlap_save import pool_blocks
 from leaf_audio.filterbank.plan import CHUNK
 from leaf_audio.filterbank.plan import BandedPlan
@@ -63,58 +63,7 @@ def _grid_interpolation_weights(values, decimation: int):
 _GATHER_ELEMENTS = 2**14
 
 
-def pool_squared_modulus(filtered, windows, stride: int, frames,
-                         first_block=0):
-  """`pool_blocks(|filtered|^2, ...)`, without |filtered|^2 in memory.
-
-  The complex samples are read as their interleaved real and imaginary parts
-  (a bitcast, no copy) and squared in one pass; the pooling product takes
-  each window tap twice, once for each part. Computing |z|^2 first costs
-  three passes over complex tensors (conjugate, product, real part) and two
-  more tensors alive at once. The gradient recomputes |z|^2. Under XLA,
-  which has no bitcast of complex tensors (and fuses the passes itself),
-  |z|^2 is computed first.
-
-  Args:
-    filtered: [batch, n, length] complex64, length as for `pool_blocks`.
-    windows: [n, W] float32 pooling windows.
-    stride: s.
-    frames: number of output frames.
-    first_block: the block where frame 0's window starts.
-
-  Returns:
-    [batch, n, frames] float32.
-  """
-  if in_xla_context():
-    return pool_blocks(squared_modulus(filtered), windows, stride, frames,
-                       first_block)
-
-  @tf.custom_gradient
-  def pooled(filtered, windows):
-    parts = tf.square(tf.bitcast(filtered, tf.float32))  # [b, n, length, 2]
-    shape = tf.shape(parts)
-    blocks = tf.reshape(parts, [shape[0], shape[1], -1, 2 * stride])
-    kernel_size = windows.shape[1]
-    padded = tf.pad(windows, [[0, 0], [0, -kernel_size % stride]])
-    result = _pool_block_products(blocks, tf.repeat(padded, 2, axis=1),
-                                  2 * stride, frames, first_block)
-
-    def grad(upstream):
-      energies = tf.math.real(filtered * tf.math.conj(filtered))
-      with tf.GradientTape() as tape:
-        tape.watch([energies, windows])
-        recomputed = pool_blocks(energies, windows, stride, frames,
-                                 first_block)
-      d_energies, d_windows = tape.gradient(recomputed, [energies, windows],
-                                            output_gradients=upstream)
-      return tf.cast(2. * d_energies, tf.complex64) * filtered, d_windows
-
-    return result, grad
-
-  return pooled(filtered, windows)
-
-
-
+# Band signals of a group ([batch * blocks, n_g, Q] complex64) at least this
 # large are not kept for the backward pass but computed again there from the
 # block spectra (`band_energies(..., recompute=True)`). At batch 32 x 10 s
 # the kept signals (the selected bins and the filtered signal) took 2 x 174
@@ -124,9 +73,103 @@ def pool_squared_modulus(filtered, windows, stride: int, frames,
 REMATERIALIZE_ELEMENTS = 2**22
 
 
-def band_energies(spectrum, response, grid_windows, chunk_index, flat_index,
+def _window_blocks(windows, stride: int):
+  """[n, W] pooling windows -> [n, ceil(W / s), s], zero-padded."""
+  channels, kernel_size = windows.shape
+  per_window = -(-kernel_size // stride)
+  padded = tf.pad(windows, [[0, 0], [0, per_window * stride - kernel_size]])
+  return tf.reshape(padded, [channels, per_window, stride])
+
+
+def _pooled_blocks(energies, windows, first_block: int, frames: int):
+  """Frame k: sum over j of <block first_block + k + j, window block j>.
+
+  Args:
+    energies: [rows, n, blocks, s].
+    windows: [n, per_window, s].
+
+  Returns:
+    [rows, n, frames].
+  """
+  # (The windows are broadcast over the rows explicitly: TensorFlow 2.21's
+  # CPU matmul crashed on a broadcast batch dimension with one channel.)
+  partial = tf.matmul(energies, tf.broadcast_to(
+      windows, tf.concat([tf.shape(energies)[:1], tf.shape(windows)], 0)),
+                      adjoint_b=True)
+  return tf.add_n([partial[:, :, first_block + j:first_block + j + frames, j]
+                   for j in range(windows.shape[1])])
+
+
+@xla_function
+def _band_signals_gradient(d_pooled, d_samples, filtered, windows,
+                           sample_index, first_block: int):
+  """dL/dy / Q from the upstream of `band_energies`' pooled |y|^2 and edge
+  samples, and dL/dwindows, compiled.
+
+  With e = |y|^2: dL/de = the upstream frames, each at the blocks its window
+  met, times the window blocks (the pooling's adjoint), plus the edge
+  samples' upstream at their positions; dL/dy = 2 y dL/de; dL/dwindows =
+  the upstream frames times the blocks of e, summed over the rows.
+
+  Args:
+    d_pooled: [rows, n, frames]; d_samples: [batch, n, 4, W].
+    filtered: [rows, n, Q] complex64; windows: [n, per_window, s].
+    sample_index: [batch, n, 4, W] positions of the edge samples in the
+      flattened signals.
+    first_block: see `band_energies`.
+
+  Returns:
+    (dL/dy / Q [rows, n, Q] complex64, dL/dwindows [n, per_window, s]).
+  """
+  channels, size = filtered.shape[1:]
+  per_window, stride = windows.shape[1:]
+  rows = tf.shape(filtered)[0]
+  blocks_per_row = size // stride
+  frames = d_pooled.shape[2]
+  energies = tf.reshape(tf.math.real(filtered * tf.math.conj(filtered)),
+                        [rows, channels, blocks_per_row, stride])
+  # d_partial[.., m, j]: frame m - first_block - j's upstream.
+  d_partial = tf.stack([
+      tf.pad(d_pooled, [[0, 0], [0, 0],
+                        [first_block + j,
+                         blocks_per_row - first_block - j - frames]])
+      for j in range(per_window)], -1)
+  d_windows = tf.reduce_sum(tf.matmul(d_partial, energies, adjoint_a=True), 0)
+  d_energies = tf.matmul(d_partial, tf.broadcast_to(
+      windows, tf.stack([rows, channels, per_window, stride])))
+  # The edge samples' upstream, added at their grid samples.
+  d_energies = tf.tensor_scatter_nd_add(
+      tf.reshape(d_energies, [-1]), sample_index[..., None], d_samples)
+  d_energies = tf.reshape(d_energies, tf.shape(filtered))
+  return tf.cast((2. / size) * d_energies, tf.complex64) * filtered, d_windows
+
+
+@xla_function
+def _response_gradient(d_product, selected):
+  """sum over the rows of Re(dL/dproduct conj(selected)): [n, Q]."""
+  return tf.reduce_sum(tf.math.real(d_product * tf.math.conj(selected)), 0)
+
+
+def band_energies(spectrum, response, grid_windows, chunk_index, edges,
                   batch, pooling, recompute=False):
   """One group's band signals, squared modulus and pooling on the grid.
+
+  y = ifft(X[bands] H) (times D, see below), P[k] = sum_u g[u] |y[k s + u]|^2
+  over the block's frames, and |y|^2 at the edge frames' grid samples.
+
+  Outside XLA, the gradient is written out, with its work between
+  TensorFlow's FFTs compiled (`fft_ops.xla_function`): TensorFlow's own
+  gradient of these few ops took about twice the forward pass's time at
+  batch 32 x 1 s (it added the pooling's shifted slices back one full-size
+  tensor each, spread the edge samples' gradient by a transpose and a
+  segment sum over the whole signal, and differentiated |y|^2 through
+  complex conjugates, casts and products); written out, the backward pass
+  of fast LEAF at batch 32 x 1 s went from 63 to 34 ms (2 CPU cores):
+    dL/dy: `_band_signals_gradient`;
+    dL/dproduct = fft(dL/dy) / Q (the inverse FFT's adjoint);
+    dL/dH = sum over the blocks of Re(dL/dproduct conj(X[bands]));
+    dL/dX (the gather's adjoint), built but only computed when something
+      asks for it (a waveform gradient).
 
   Args:
     spectrum: [batch * blocks, bins / CHUNK, CHUNK] complex64 block spectra
@@ -135,11 +178,11 @@ def band_energies(spectrum, response, grid_windows, chunk_index, flat_index,
     grid_windows: [n_g, 2 taps + 1] float32 pooling windows on the grid.
     chunk_index: [n_g, Q / CHUNK] int32, each channel's chunks of the
       spectrum.
-    flat_index: [n_g, 4, 2 taps + 1] indices of the edge frames' grid
-      samples in the flattened [batch, blocks * n_g * Q] signals.
+    edges: ([4] int32 blocks, [4] int32 frames in the block): the four edge
+      frames, whose windows' 2 taps + 1 grid samples are returned.
     batch: the batch size (an int or a scalar tensor).
-    pooling: (stride on the grid, frames per block, first block), as for
-      `pool_squared_modulus`.
+    pooling: (stride on the grid, frames per block, first block): frame k of
+      a block pools the grid samples from (first block + k) stride on.
     recompute: whether the backward pass recomputes the band signals from
       `spectrum` rather than keeping them.
 
@@ -148,65 +191,79 @@ def band_energies(spectrum, response, grid_windows, chunk_index, flat_index,
     [batch, n_g, 4, 2 taps + 1] |y|^2 at the edge frames' grid samples).
   """
   n_group, size = response.shape
+  stride, frames, first_block = pooling
+  edge_block, edge_frame = edges
+  window_size = grid_windows.shape[1]
+  # Each edge frame's window starts at pooling block first_block + frame
+  # (the pooling's alignment): [n_g, 4, 2 taps + 1] indices of its grid
+  # samples in the flattened [batch, blocks * n_g * Q] signals.
+  flat_index = (((edge_block * n_group)[None, :, None] +
+                 np.arange(n_group)[:, None, None]) * size +
+                ((first_block + edge_frame) * stride)[None, :, None] +
+                np.arange(window_size))
+  # [batch, n_g, 4, 2 taps + 1]: the same in the flattened signals of the
+  # whole batch.
+  row_values = (tf.shape(spectrum)[0] // batch) * n_group * size
+  sample_index = (tf.reshape(tf.range(batch) * row_values, [-1, 1, 1, 1]) +
+                  flat_index[None])
 
-  def filtered_signals(spectrum, response):
-    """[batch * blocks, n_g, Q] complex64: y_n at every D-th sample, times D
-    (the inverse FFT of Q points scales by 1 / Q instead of 1 / n_fft), so
-    that |y_n|^2 is times D^2."""
+  def band_signals(spectrum, response):
+    """The selected bins [batch * blocks, n_g, Q] and y_n at every D-th
+    sample, times D (the inverse FFT of Q points scales by 1 / Q instead of
+    1 / n_fft), so that |y_n|^2 is times D^2: both complex64."""
     selected = tf.reshape(tf.gather(spectrum, chunk_index, axis=1),
                           [-1, n_group, size])
-    return tf.signal.ifft(selected * as_complex(response))
+    return selected, tf.signal.ifft(selected * as_complex(response))
 
-  def edge_samples(signals):
-    return tf.gather(tf.reshape(signals, [batch, -1]), flat_index, axis=1)
+  def edge_samples(filtered):
+    return squared_modulus(tf.gather(tf.reshape(filtered, [-1]),
+                                     sample_index))
 
-  def energies(spectrum, response, grid_windows):
-    filtered = filtered_signals(spectrum, response)
-    return (pool_squared_modulus(filtered, grid_windows, *pooling),
-            squared_modulus(edge_samples(filtered)))
-
-  if not recompute:
-    return energies(spectrum, response, grid_windows)
+  if in_xla_context():  # TensorFlow's gradient; XLA fuses its passes
+    _, filtered = band_signals(spectrum, response)
+    return (pool_blocks(squared_modulus(filtered), grid_windows, *pooling),
+            edge_samples(filtered))
 
   @tf.custom_gradient
-  def computed(spectrum, response, grid_windows):
+  def computed(spectrum, response, windows):
+    selected, filtered = band_signals(spectrum, response)
+    # |y|^2 pooled as the squares of y's interleaved real and imaginary
+    # parts (a bitcast, no copy), each window tap taken twice: one pass over
+    # y, where |y|^2 first costs three (conjugate, product, real part).
+    parts = tf.square(tf.bitcast(filtered, tf.float32))
+    pooled = _pooled_blocks(
+        tf.reshape(parts, [-1, n_group, size // stride, 2 * stride]),
+        tf.repeat(windows, 2, axis=2), first_block, frames)
+    samples = edge_samples(filtered)
+    kept = None if recompute else (selected, filtered)
+
     def grad(d_pooled, d_samples):
-      # The inputs as tensors of the graph being built (a gradient may be
-      # built in another graph, e.g. a tf.cond's gradient branch, where the
-      # tapes below would not see the captured originals).
-      spectrum_, response_, windows_ = (
-          tf.identity(spectrum), tf.identity(response),
-          tf.identity(grid_windows))
-      with tf.GradientTape() as gather_tape:
-        gather_tape.watch(spectrum_)
-        gathered = tf.gather(spectrum_, chunk_index, axis=1)
-      selected = tf.reshape(gathered, [-1, n_group, size])
-      with tf.GradientTape() as inverse_tape:
-        product = selected * as_complex(response_)
-        inverse_tape.watch(product)
-        filtered = tf.signal.ifft(product)
-      power = tf.math.real(filtered * tf.math.conj(filtered))
-      with tf.GradientTape() as tape:
-        tape.watch([power, windows_])
-        again = (pool_blocks(power, windows_, *pooling),
-                 edge_samples(power))
-      d_power, d_windows = tape.gradient(
-          again, [power, windows_], output_gradients=[d_pooled, d_samples])
-      # |y|^2 (Eq. 3) -> y -> the product before the inverse FFT (linear).
-      d_filtered = tf.cast(2. * d_power, tf.complex64) * filtered
-      d_product = inverse_tape.gradient(filtered, product,
-                                        output_gradients=d_filtered)
-      # d/d response of the product, summed over the blocks.
-      d_response = tf.reduce_sum(
-          tf.math.real(d_product * tf.math.conj(selected)), 0)
-      d_spectrum = tf.convert_to_tensor(gather_tape.gradient(
-          gathered, spectrum_, output_gradients=tf.reshape(
-              d_product * as_complex(response_), tf.shape(gathered))))
+      # (Tensors of the forward pass pass through an identity in the graph
+      # being built, which may be a tf.cond's gradient branch: handed to a
+      # nested function directly, they are not found as its captures.)
+      spectrum_, response_, windows_, index_ = [
+          tf.identity(value)
+          for value in (spectrum, response, windows, sample_index)]
+      selected, filtered = [tf.identity(value) for value in (
+          kept or band_signals(spectrum_, response_))]
+      d_filtered, d_windows = _band_signals_gradient(
+          d_pooled, d_samples, filtered, windows_, index_, first_block)
+      # The inverse FFT's adjoint: fft(dL/dy) / Q (the 1 / Q applied above).
+      d_product = tf.signal.fft(d_filtered)
+      d_response = _response_gradient(d_product, selected)
+      # The gather's adjoint: each channel's chunks added back where they
+      # were read.
+      rows = tf.shape(selected)[0]
+      d_selected = tf.reshape(d_product * as_complex(response_),
+                              [rows, -1, CHUNK])
+      d_spectrum = tf.transpose(tf.math.unsorted_segment_sum(
+          tf.transpose(d_selected, [1, 0, 2]),
+          tf.reshape(chunk_index, [-1]), spectrum.shape[1]), [1, 0, 2])
       return d_spectrum, d_response, d_windows
 
-    return energies(spectrum, response, grid_windows), grad
+    return (pooled, samples), grad
 
-  return computed(spectrum, response, grid_windows)
+  return computed(spectrum, response, _window_blocks(grid_windows, stride))
 
 
 def spectrum_reach(plan: BandedPlan):
@@ -332,7 +389,6 @@ def pooled_energies_banded(waveform, gabor_kernel, channel_windows,
   edge_frames = tf.stack([0, 1, frames - 2, frames - 1])
   clipped = tf.clip_by_value(edge_frames, 0, frames - 1)
   edge_block = clipped // plan.frames_per_block
-  edge_centre = margin + stride * (clipped % plan.frames_per_block)
   offsets = tf.range(-pool_half, pool_half + 1)
   clip_position = (first_centre + stride * edge_frames)[:, None] + offsets
   outside = tf.cast(tf.concat(
@@ -390,16 +446,13 @@ def pooled_energies_banded(waveform, gabor_kernel, channel_windows,
     grid_windows = grid_windows * (ends / decimation)
     # The edge frames' grid samples: [n_g, 4, 2 taps + 1] indices of the
     # flattened [batch, blocks * n_g * size] signals.
-    flat_index = (((edge_block * n_group)[None, :, None] +
-                   np.arange(n_group)[:, None, None]) * size +
-                  (edge_centre // decimation)[None, :, None] +
-                  np.arange(-taps, taps + 1))
 
     # [batch * blocks, n_g, Q] values (infinite for an unknown shape).
     band_elements = (static_size(spectrum) / (spectrum.shape[1] * CHUNK) *
                      n_group * size)
     group_pooled, samples = band_energies(
-        spectrum, response, grid_windows, chunk_index, flat_index, batch,
+        spectrum, response, grid_windows, chunk_index,
+        (edge_block, clipped % plan.frames_per_block), batch,
         (stride // decimation, plan.frames_per_block,
          (margin - pool_half) // stride),
         recompute=band_elements >= REMATERIALIZE_ELEMENTS)

@@ -151,3 +151,13 @@ def in_xla_context():
   return control_flow_util.GraphOrParentsInXlaContext(
       tf.compat.v1.get_default_graph())
 
+
+
+def xla_function(function):
+  """`function` compiled with XLA, for the elementwise work around the
+  FFTs: on CPU, TensorFlow's own kernels for a broadcast complex product, a
+  masked maximum or a scatter take 1.5-3x the time of XLA's fused loops
+  (2 cores, [4, 80, 8641] complex values: 23 against 6 ms for the product)
+  and TensorFlow's FFTs 1.6x XLA's, so only what lies between the FFTs is
+  compiled."""
+  return tf.function(function, jit_compile=True, autograph=False)

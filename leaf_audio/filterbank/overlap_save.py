@@ -536,30 +536,20 @@ def _window_any(flags, kernel_size: int):
   return tf.logical_or(first, second)
 
 
-def _xla(function):
-  """`function` compiled with XLA, for the elementwise work around the
-  FFTs: on CPU, TensorFlow's own kernels for a broadcast complex product, a
-  masked maximum or a scatter take 1.5-3x the time of XLA's fused loops
-  (2 cores, [4, 80, 8641] complex values: 23 against 6 ms for the product)
-  and TensorFlow's FFTs 1.6x XLA's, so only what lies between the FFTs is
-  compiled."""
-  return tf.function(function, jit_compile=True, autograph=False)
-
-
-@_xla
+@fft_ops.xla_function
 def _filter_spectra(spectra, responses):
   """[size, bins] x [n, bins] -> [size, n, bins] products."""
   return spectra[:, None, :] * responses[None]
 
 
-@_xla
+@fft_ops.xla_function
 def _responses_gradient(accumulated, grad_spectra, spectra):
   """accumulated + sum over the group of dL/dZ conj(spectra) [n, bins]."""
   return accumulated + tf.reduce_sum(
       grad_spectra * tf.math.conj(spectra)[:, None], 0)
 
 
-@_xla
+@fft_ops.xla_function
 def _spectra_gradient(grad_spectra, responses):
   """sum_n dL/dZ_n conj(responses_n): [size, bins]."""
   return tf.reduce_sum(grad_spectra * tf.math.conj(responses)[None], 1)
@@ -633,14 +623,14 @@ def _grouped_real_blocks(chunks, responses, windows, inside, settings):
       tf.not_equal(tf.reshape(chunk_groups, [total, n_fft]), 0.),
       settings.kernel_size), [groups, size, n_fft])
 
-  @_xla
+  @fft_ops.xla_function
   def masked(outputs, heard, inside):
     """Outputs outside the clip `outside`, those reading only zeros 0."""
     fill = tf.where(inside, 0., outside)
     return tf.where(tf.logical_and(heard, inside)[:, None], outputs,
                     fill[:, None])
 
-  @_xla
+  @fft_ops.xla_function
   def masked_maxima(outputs, heard, inside):
     return _block_maxima(masked(outputs, heard, inside), settings.pool_size,
                          settings.stride, per_block, settings.first_block)
@@ -649,15 +639,15 @@ def _grouped_real_blocks(chunks, responses, windows, inside, settings):
     return pool_blocks(settings.activation(outputs), windows,
                        settings.stride, per_block, settings.first_block)
 
-  @_xla
+  @fft_ops.xla_function
   def pooled_activations(outputs, heard, inside, windows):
     return pool(masked(outputs, heard, inside), windows)
 
-  @_xla
+  @fft_ops.xla_function
   def scattered(upstream, position):
     return _scattered(upstream, position, n_fft)
 
-  @_xla
+  @fft_ops.xla_function
   def pooling_gradients(outputs, heard, inside, windows, upstream):
     """dL/d(outputs) and dL/d(windows): as directly, the outputs that read
     only zeros (exactly 0) have a gradient, those outside the clip none."""

@@ -321,10 +321,3 @@ class BandedPlan:
             f'frames_per_block='
             f'{self.frames_per_block}, margin={self.margin}, groups='
             f'{self.groups})')
-
-
-# Band signals of a group ([batch * blocks, n_g, Q] complex64) at least this
-# large are not kept for the backward pass but computed again there from the
-# block spectra (`band_energies(..., recompute=True)`). At batch 32 x 10 s
-# the kept signals (the selected bins and the filtered signal) took 2 x 174
-# MB; recomputing them: peak memory of forward+backward 735-747 -> 620-687 MB
