@@ -99,6 +99,22 @@ def test_real_filterbank_by_fft_equals_direct_and_groups(pool, taps):
     assert max_relative_error(grad, whole_grad) < 1e-5
 
 
+@pytest.mark.parametrize('pool', ['max', 'windows'])
+def test_groups_in_a_loop_equal_the_unrolled_groups(pool, monkeypatch):
+  """More groups than `UNROLLED_GROUPS` are computed in a tf.while_loop:
+  the same outputs and gradients as the groups unrolled (8 blocks in
+  groups of 3)."""
+  waveform, filters, windows = problem(25, seed=1)
+  windows = windows if pool == 'windows' else None
+  unrolled, unrolled_grads = pooled_and_gradients(waveform, filters, windows,
+                                                  3)
+  monkeypatch.setattr(overlap_save, 'UNROLLED_GROUPS', 0)
+  looped, looped_grads = pooled_and_gradients(waveform, filters, windows, 3)
+  np.testing.assert_allclose(looped, unrolled, rtol=1e-6, atol=1e-6)
+  for grad, unrolled_grad in zip(looped_grads, unrolled_grads):
+    assert max_relative_error(grad, unrolled_grad) < 1e-6
+
+
 def test_gaussian_pooling_computes_outputs_again_beyond_kept_outputs():
   """With no filter outputs kept for the backward pass (computed again
   there, group by group), the same outputs and gradients."""

@@ -415,6 +415,9 @@ def max_pool_blocks(signal, pool_size: int, stride: int, frames,
 # the CPU's caches through the filtering, masking and pooling, and through
 # the backward pass.
 REAL_GROUP_BLOCKS = 4
+# At most this many groups of blocks are unrolled into the graph rather than
+# computed in a tf.while_loop.
+UNROLLED_GROUPS = 16
 # The most filter outputs (blocks x n x n_fft values) that SincNet+'s forward
 # pass keeps for its backward pass; beyond, the backward pass computes them
 # again, group by group (one more inverse FFT per block and channel), so that
@@ -596,6 +599,9 @@ def _grouped_real_blocks(chunks, responses, windows, inside, settings):
   blocks = tf.shape(inside)[0]
   keep = (not maxima and is_static(items) and
           items * channels * n_fft <= settings.kept_outputs)
+  # A few groups of a static count are computed one after the other in the
+  # graph (TensorFlow may run two at once on two cores), more in a loop.
+  unrolled = is_static(groups) and groups <= UNROLLED_GROUPS
   # Bin weights of the inverse real FFT's gradient: bins 0 and N / 2 stand
   # for themselves, the others for a pair of conjugate bins.
   bins = n_fft // 2 + 1
@@ -669,21 +675,27 @@ def _grouped_real_blocks(chunks, responses, windows, inside, settings):
   def forward(responses, windows):
     """Pooled [groups, size, n, per_block] and what the backward pass reads,
     [groups, ...] each."""
+    def group_results(i):
+      outputs, spectra = filtered(chunk_groups[i], responses)
+      if maxima:
+        return masked_maxima(outputs, heard[i], item_inside[i]) + (spectra,)
+      return ((pooled_activations(outputs, heard[i], item_inside[i],
+                                  windows), spectra) +
+              ((outputs,) if keep else ()))
+
+    if unrolled:
+      # Lists of the groups' tensors (the pooled ones stacked): no copy
+      # into a TensorArray and out of it.
+      results = [list(kind) for kind in zip(
+          *[group_results(i) for i in range(groups)])]
+      return [tf.stack(results[0])] + results[1:]
     kinds = ([tf.float32, tf.int32, tf.complex64] if maxima else
              [tf.float32, tf.complex64] + ([tf.float32] if keep else []))
     arrays = [tf.TensorArray(kind, size=groups) for kind in kinds]
 
     def body(i, *arrays):
-      outputs, spectra = filtered(chunk_groups[i], responses)
-      if maxima:
-        results = masked_maxima(outputs, heard[i], item_inside[i]) + (
-            spectra,)
-      else:
-        results = ((pooled_activations(outputs, heard[i], item_inside[i],
-                                       windows), spectra) +
-                   ((outputs,) if keep else ()))
-      return (i + 1,) + tuple(array.write(i, result)
-                              for array, result in zip(arrays, results))
+      return (i + 1,) + tuple(array.write(i, result) for array, result in
+                              zip(arrays, group_results(i)))
 
     arrays = tf.while_loop(lambda i, *unused: i < groups, body,
                            [tf.constant(0)] + arrays,
@@ -695,10 +707,10 @@ def _grouped_real_blocks(chunks, responses, windows, inside, settings):
   def backward(upstream, saved, responses, windows):
     """Gradients of chunks, responses and windows from dL/dpooled."""
     upstream = grouped(upstream)
-    grad_chunks = tf.TensorArray(tf.float32, size=groups,
-                                 element_shape=[size, n_fft])
 
-    def body(i, grad_chunks, grad_responses, grad_windows):
+    def group_gradients(i, grad_responses, grad_windows):
+      """Group i's dL/dchunk, and the accumulated dL/dresponses and
+      dL/dwindows."""
       if maxima:
         grad_outputs = scattered(upstream[i], saved[0][i])
         spectra = saved[1][i]
@@ -716,16 +728,32 @@ def _grouped_real_blocks(chunks, responses, windows, inside, settings):
                                            spectra)
       grad_chunk = tf.signal.irfft(
           _spectra_gradient(grad_spectra, responses), [n_fft])
-      return (i + 1, grad_chunks.write(i, grad_chunk), grad_responses,
-              grad_windows)
+      return grad_chunk, grad_responses, grad_windows
 
-    zeros = [tf.zeros_like(responses),
-             tf.zeros_like(windows) if windows is not None else
-             tf.zeros([])]
-    _, grad_chunks, grad_responses, grad_windows = tf.while_loop(
-        lambda i, *unused: i < groups, body,
-        [tf.constant(0), grad_chunks] + zeros, parallel_iterations=1)
-    grads = [ungrouped(grad_chunks.stack()), grad_responses * weights]
+    grad_responses = tf.zeros_like(responses)
+    grad_windows = (tf.zeros_like(windows) if windows is not None else
+                    tf.zeros([]))
+    if unrolled:
+      grad_chunks = []
+      for i in range(groups):
+        grad_chunk, grad_responses, grad_windows = group_gradients(
+            i, grad_responses, grad_windows)
+        grad_chunks.append(grad_chunk)
+      grad_chunks = tf.stack(grad_chunks)
+    else:
+      def body(i, grad_chunks, grad_responses, grad_windows):
+        grad_chunk, grad_responses, grad_windows = group_gradients(
+            i, grad_responses, grad_windows)
+        return (i + 1, grad_chunks.write(i, grad_chunk), grad_responses,
+                grad_windows)
+
+      _, grad_chunks, grad_responses, grad_windows = tf.while_loop(
+          lambda i, *unused: i < groups, body,
+          [tf.constant(0), tf.TensorArray(tf.float32, size=groups,
+                                          element_shape=[size, n_fft]),
+           grad_responses, grad_windows], parallel_iterations=1)
+      grad_chunks = grad_chunks.stack()
+    grads = [ungrouped(grad_chunks), grad_responses * weights]
     return grads + ([] if maxima else [grad_windows])
 
   @tf.custom_gradient
