@@ -600,8 +600,9 @@ def _grouped_real_blocks(chunks, responses, windows, inside, settings):
   keep = (not maxima and is_static(items) and
           items * channels * n_fft <= settings.kept_outputs)
   # A few groups of a static count are computed one after the other in the
-  # graph (TensorFlow may run two at once on two cores), more in a loop.
-  unrolled = is_static(groups) and groups <= UNROLLED_GROUPS
+  # graph (TensorFlow may run two at once on two cores), more (or none, for
+  # an empty batch) in a loop.
+  unrolled = is_static(groups) and 0 < groups <= UNROLLED_GROUPS
   # Bin weights of the inverse real FFT's gradient: bins 0 and N / 2 stand
   # for themselves, the others for a pair of conjugate bins.
   bins = n_fft // 2 + 1
