@@ -81,28 +81,9 @@ def _window_blocks(windows, stride: int):
   return tf.reshape(padded, [channels, per_window, stride])
 
 
-def _pooled_blocks(energies, windows, first_block: int, frames: int):
-  """Frame k: sum over j of <block first_block + k + j, window block j>.
-
-  Args:
-    energies: [rows, n, blocks, s].
-    windows: [n, per_window, s].
-
-  Returns:
-    [rows, n, frames].
-  """
-  # (The windows are broadcast over the rows explicitly: TensorFlow 2.21's
-  # CPU matmul crashed on a broadcast batch dimension with one channel.)
-  partial = tf.matmul(energies, tf.broadcast_to(
-      windows, tf.concat([tf.shape(energies)[:1], tf.shape(windows)], 0)),
-                      adjoint_b=True)
-  return tf.add_n([partial[:, :, first_block + j:first_block + j + frames, j]
-                   for j in range(windows.shape[1])])
-
-
 @xla_function
 def _band_signals_gradient(d_pooled, d_samples, filtered, windows,
-                           sample_index, first_block: int):
+                           sample_index, first_block: int, frames: int):
   """dL/dy / Q from the upstream of `band_energies`' pooled |y|^2 and edge
   samples, and dL/dwindows, compiled.
 
@@ -116,7 +97,7 @@ def _band_signals_gradient(d_pooled, d_samples, filtered, windows,
     filtered: [rows, n, Q] complex64; windows: [n, per_window, s].
     sample_index: [batch, n, 4, W] positions of the edge samples in the
       flattened signals.
-    first_block: see `band_energies`.
+    first_block, frames: see `band_energies`.
 
   Returns:
     (dL/dy / Q [rows, n, Q] complex64, dL/dwindows [n, per_window, s]).
@@ -125,7 +106,6 @@ def _band_signals_gradient(d_pooled, d_samples, filtered, windows,
   per_window, stride = windows.shape[1:]
   rows = tf.shape(filtered)[0]
   blocks_per_row = size // stride
-  frames = d_pooled.shape[2]
   energies = tf.reshape(tf.math.real(filtered * tf.math.conj(filtered)),
                         [rows, channels, blocks_per_row, stride])
   # d_partial[.., m, j]: frame m - first_block - j's upstream.
@@ -231,9 +211,10 @@ def band_energies(spectrum, response, grid_windows, chunk_index, edges,
     # parts (a bitcast, no copy), each window tap taken twice: one pass over
     # y, where |y|^2 first costs three (conjugate, product, real part).
     parts = tf.square(tf.bitcast(filtered, tf.float32))
-    pooled = _pooled_blocks(
-        tf.reshape(parts, [-1, n_group, size // stride, 2 * stride]),
-        tf.repeat(windows, 2, axis=2), first_block, frames)
+    pooled = pool_blocks(
+        tf.reshape(parts, [-1, n_group, 2 * size]),
+        tf.reshape(tf.repeat(windows, 2, axis=2), [n_group, -1]), 2 * stride,
+        frames, first_block)
     samples = edge_samples(filtered)
     kept = None if recompute else (selected, filtered)
 
@@ -247,7 +228,8 @@ def band_energies(spectrum, response, grid_windows, chunk_index, edges,
       selected, filtered = [tf.identity(value) for value in (
           kept or band_signals(spectrum_, response_))]
       d_filtered, d_windows = _band_signals_gradient(
-          d_pooled, d_samples, filtered, windows_, index_, first_block)
+          d_pooled, d_samples, filtered, windows_, index_, first_block,
+          frames)
       # The inverse FFT's adjoint: fft(dL/dy) / Q (the 1 / Q applied above).
       d_product = tf.signal.fft(d_filtered)
       d_response = _response_gradient(d_product, selected)
