@@ -15,6 +15,15 @@ pipeline drops the remainder), the process's CPU time per training step (user +
 system, all threads: a shared machine inflates it less than the wall time),
 and their ratios to mel-filterbanks in the same run.
 
+Two reference rows show where a learnable frontend's extra step time goes
+(`--frontends 'Mel, learned gain' 'LEAF fast, frozen'`): mel's features
+times one trainable scalar, whose gradient makes the step differentiate the
+encoder with respect to its input, which any learnable frontend's step does
+and mel's does not; and fast LEAF with `trainable = False`, its forward pass
+in the step without any gradient of its own. A learnable frontend's step
+time over mel's is then (gain row - mel) + (frozen row - mel) + the
+frontend's own backward pass.
+
 How it measures: each encoder runs in a process of its own, every frontend
 built, compiled and warmed up (two steps and one epoch) first; then the
 frontends are timed in interleaved rounds (each does `--steps` steps, then
@@ -35,6 +44,7 @@ import keras  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import soundfile  # pylint: disable=g-import-not-at-top
 
+from leaf_audio import frontend  # pylint: disable=g-import-not-at-top
 from leaf_audio import models  # pylint: disable=g-import-not-at-top
 
 # benchmarks/harness.py: this script's folder is first on sys.path.
@@ -45,7 +55,35 @@ KEYWORDS = os.path.join(REPO, 'data', 'demo_corpus', 'keywords', 'train')
 BATCH = 32
 CLASSES = 10
 
-FRONTENDS = harness.FRONTENDS
+
+
+class _LearnedGain(keras.layers.Layer):
+  """Mel-filterbanks times a trainable scalar (initially 1)."""
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    self.mel = frontend.MelFilterbanks()
+
+  def build(self, input_shape):
+    self.mel.build(input_shape)
+    self.gain = self.add_weight(shape=(), initializer='ones', name='gain')
+
+  def call(self, inputs):
+    return self.mel(inputs) * self.gain
+
+  def compute_output_shape(self, input_shape):
+    return self.mel.compute_output_shape(input_shape)
+
+
+def _frozen_fast_leaf():
+  layer = frontend.Leaf(implementation='fast')
+  layer.trainable = False
+  return layer
+
+
+FRONTENDS = {**harness.FRONTENDS,
+             'Mel, learned gain': _LearnedGain,
+             'LEAF fast, frozen': _frozen_fast_leaf}
 
 
 def _demo_convnet():
@@ -124,7 +162,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--encoders', nargs='+', default=list(ENCODERS),
                       choices=list(ENCODERS))
-  parser.add_argument('--frontends', nargs='+', default=list(FRONTENDS),
+  parser.add_argument('--frontends', nargs='+',
+                      default=list(harness.FRONTENDS),
                       choices=list(FRONTENDS))
   parser.add_argument('--rounds', type=int, default=5,
                       help='interleaved timing rounds (median reported)')
