@@ -188,6 +188,50 @@ def test_max_pooling_gradient_goes_to_each_maximum(pool_size, stride):
       tape.gradient(theirs, signal, output_gradients=upstream), atol=1e-6)
 
 
+@pytest.mark.parametrize('kernel_size, stride, first_block', [
+    (401, 160, 1),  # SincNet+'s windows: 3 blocks each
+    (21, 8, 2),  # a fast LEAF grid window
+    (8, 8, 0),  # one block
+])
+def test_pooling_adjoint_is_the_pooling_gradient(kernel_size, stride,
+                                                 first_block):
+  """`pool_blocks_adjoint` against the gradients of the window sums written
+  in NumPy: dL/dsignal[t] = sum_k d[k] w[t - (first + k) s] and
+  dL/dw[u] = sum_k d[k] signal[(first + k) s + u]."""
+  rng = np.random.default_rng(kernel_size)
+  frames = 7
+  per_window = -(-kernel_size // stride)
+  count = first_block + frames + per_window
+  signal = rng.standard_normal((2, 3, count * stride)).astype(np.float32)
+  windows = rng.standard_normal((3, kernel_size)).astype(np.float32)
+  upstream = rng.standard_normal((2, 3, frames)).astype(np.float32)
+  d_signal = np.zeros_like(signal)
+  d_windows = np.zeros_like(windows)
+  for k in range(frames):
+    start = (first_block + k) * stride
+    d_signal[..., start:start + kernel_size] += (upstream[..., k, None] *
+                                                windows)
+    d_windows += np.sum(upstream[..., k, None] *
+                        signal[..., start:start + kernel_size], 0)
+  blocks = tf.reshape(signal, (2, 3, count, stride))
+  ours_signal, ours_windows = overlap_save.pool_blocks_adjoint(
+      tf.constant(upstream), blocks,
+      overlap_save.window_blocks(tf.constant(windows), stride), first_block,
+      frames)
+  np.testing.assert_allclose(np.reshape(ours_signal, signal.shape), d_signal,
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+      np.reshape(ours_windows, (3, -1))[:, :kernel_size], d_windows,
+      rtol=1e-5, atol=1e-4)
+  # And the pooling itself with the same layout.
+  pooled = overlap_save.pool_blocks(tf.constant(signal), tf.constant(windows),
+                                    stride, frames, first_block)
+  expected = np.stack([
+      np.sum(signal[..., (first_block + k) * stride:][..., :kernel_size] *
+             windows, -1) for k in range(frames)], -1)
+  np.testing.assert_allclose(pooled, expected, rtol=1e-5, atol=1e-4)
+
+
 def moved(make, seed=0):
   layer = make()
   layer.build((None, None))

@@ -21,6 +21,8 @@ from leaf_audio.filterbank.fft_ops import squared_modulus
 from leaf_audio.filterbank.fft_ops import static_size
 from leaf_audio.filterbank.fft_ops import xla_function
 from leaf_audio.filterbank.overlap_save import pool_blocks
+from leaf_audio.filterbank.overlap_save import pool_blocks_adjoint
+from leaf_audio.filterbank.overlap_save import window_blocks
 from leaf_audio.filterbank.plan import CHUNK
 from leaf_audio.filterbank.plan import BandedPlan
 
@@ -73,14 +75,6 @@ _GATHER_ELEMENTS = 2**14
 REMATERIALIZE_ELEMENTS = 2**22
 
 
-def _window_blocks(windows, stride: int):
-  """[n, W] pooling windows -> [n, ceil(W / s), s], zero-padded."""
-  channels, kernel_size = windows.shape
-  per_window = -(-kernel_size // stride)
-  padded = tf.pad(windows, [[0, 0], [0, per_window * stride - kernel_size]])
-  return tf.reshape(padded, [channels, per_window, stride])
-
-
 @xla_function
 def _band_signals_gradient(d_pooled, d_samples, filtered, windows,
                            sample_index, first_block: int, frames: int):
@@ -103,20 +97,12 @@ def _band_signals_gradient(d_pooled, d_samples, filtered, windows,
     (dL/dy / Q [rows, n, Q] complex64, dL/dwindows [n, per_window, s]).
   """
   channels, size = filtered.shape[1:]
-  per_window, stride = windows.shape[1:]
+  stride = windows.shape[2]
   rows = tf.shape(filtered)[0]
-  blocks_per_row = size // stride
   energies = tf.reshape(tf.math.real(filtered * tf.math.conj(filtered)),
-                        [rows, channels, blocks_per_row, stride])
-  # d_partial[.., m, j]: frame m - first_block - j's upstream.
-  d_partial = tf.stack([
-      tf.pad(d_pooled, [[0, 0], [0, 0],
-                        [first_block + j,
-                         blocks_per_row - first_block - j - frames]])
-      for j in range(per_window)], -1)
-  d_windows = tf.reduce_sum(tf.matmul(d_partial, energies, adjoint_a=True), 0)
-  d_energies = tf.matmul(d_partial, tf.broadcast_to(
-      windows, tf.stack([rows, channels, per_window, stride])))
+                        [rows, channels, size // stride, stride])
+  d_energies, d_windows = pool_blocks_adjoint(d_pooled, energies, windows,
+                                              first_block, frames)
   # The edge samples' upstream, added at their grid samples.
   d_energies = tf.tensor_scatter_nd_add(
       tf.reshape(d_energies, [-1]), sample_index[..., None], d_samples)
@@ -245,7 +231,7 @@ def band_energies(spectrum, response, grid_windows, chunk_index, edges,
 
     return (pooled, samples), grad
 
-  return computed(spectrum, response, _window_blocks(grid_windows, stride))
+  return computed(spectrum, response, window_blocks(grid_windows, stride))
 
 
 def spectrum_reach(plan: BandedPlan):
