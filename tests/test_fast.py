@@ -298,16 +298,23 @@ def compiles_with_xla(function, *args):
 
 @pytest.mark.parametrize('xla', [True, False])
 def test_fast_plan_follows_the_weights(original, xla):
-  """Outside its plan, a traced fast Leaf computes exactly; eagerly, replans.
+  """Outside its plan, a traced fast Leaf computes exactly; eagerly, it
+  replans.
 
   With and without the XLA compilation of small inputs, whose plan check is
-  outside the compiled function.
+  outside the compiled function; without it, the gradients too (the exact
+  branch computes its energies again for them; compiling the gradient
+  function with XLA took 25 s more).
   """
   exact, fast = leaf_pair(
       xla_max_samples=filterbank_layer.XLA_MAX_SAMPLES if xla else 0)
   waveforms = tf.constant(original['x'][:, :8000])
   traced = tf.function(fast)
   traced(waveforms)  # plan made for the initial weights
+  traced_gradients = tf.function(
+      projected_gradients_function(fast, (4, 50, 40)))
+  if not xla:
+    traced_gradients(waveforms)
   assert compiles_with_xla(traced, waveforms) == xla
   weights = fast.get_weights()
   weights[0][20, 1] /= 4.  # a band four times wider than planned
@@ -321,6 +328,13 @@ def test_fast_plan_follows_the_weights(original, xla):
   expected = np.asarray(exact(waveforms))
   np.testing.assert_allclose(traced(waveforms), expected, rtol=1e-4,
                              atol=1e-5)
+  if not xla:
+    _, gradients = traced_gradients(waveforms)
+    _, expected_gradients = projected_gradients_function(
+        exact, (4, 50, 40))(waveforms)
+    for gradient, expected_gradient in zip(gradients, expected_gradients):
+      np.testing.assert_allclose(gradient, expected_gradient, rtol=1e-3,
+                                 atol=1e-4 * np.abs(expected_gradient).max())
   assert relative_l2(np.asarray(fast(waveforms)), expected) < 0.01
   assert not fast.fast_plans_outdated()  # the eager call planned again
 
