@@ -56,7 +56,6 @@ BATCH = 32
 CLASSES = 10
 
 
-
 class _LearnedGain(keras.layers.Layer):
   """Mel-filterbanks times a trainable scalar (initially 1)."""
 
