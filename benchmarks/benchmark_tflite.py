@@ -5,7 +5,9 @@
 For the LEAF and mel frontends alone and for the demo's classifiers around
 them (configs/demo.gin and configs/demo_mel.gin: frontend, 4-block ConvNet,
 three heads; their weights do not change the cost), converted with builtin
-ops only (`leaf_audio.tflite`) in float32, float16 and dynamic-range int8:
+ops only (`leaf_audio.tflite`; LEAF both by its direct convolution and
+`implementation='fast'`, its pooled energies on the fast mode's grid) in
+float32, float16 and dynamic-range int8:
 the .tflite size and the median time of one LiteRT `invoke` on a 1 s clip
 at 16 kHz (batch 1), as a ratio to the mel model of the same kind and
 quantization, with Keras' time for the same computation (a traced
@@ -87,9 +89,12 @@ def main():
       np.float32)
   leaf, mel = build('demo'), build('demo_mel')
   models, keras_fns = [], []
-  for label, model in (('LEAF', leaf), ('mel', mel)):
-    converted = export_tflite.builtin_classifier(model)
-    for kind, fn in (('frontend', tflite.BuiltinOpsFrontend(model.frontend)),
+  for label, model, implementation in (('LEAF', leaf, 'conv'),
+                                       ('LEAF fast', leaf, 'fast'),
+                                       ('mel', mel, 'conv')):
+    converted = export_tflite.builtin_classifier(model, implementation)
+    for kind, fn in (('frontend', tflite.BuiltinOpsFrontend(
+        model.frontend, implementation)),
                      ('classifier',
                       lambda w, m=converted: list(m(w).values()))):
       found, keras_fn = runners(f'{label} {kind}', fn, clip, args.threads)
@@ -101,7 +106,7 @@ def main():
   rows = [(name, quantization, size, ms, keras_ms[keras_fn])
           for (name, quantization, size, _), ms, keras_fn in zip(
               models, timed, keras_fns)]
-  mel_ms = {(n.split()[1], q): ms for n, q, _, ms, _ in rows
+  mel_ms = {(n.split()[-1], q): ms for n, q, _, ms, _ in rows
             if n.startswith('mel')}
   print(f'LiteRT {args.threads} thread(s), batch 1 x 1 s, median of '
         f'{args.rounds} interleaved rounds; Keras: traced tf.function, same '
@@ -109,7 +114,7 @@ def main():
   print('| model | weights | size KiB | LiteRT ms | / mel | Keras ms |')
   print('| --- | --- | ---: | ---: | ---: | ---: |')
   for name, quantization, size, ms, keras_ms in rows:
-    ratio = ms / mel_ms[(name.split()[1], quantization)]
+    ratio = ms / mel_ms[(name.split()[-1], quantization)]
     print(f'| {name} | {quantization} | {size / 1024:.1f} | {ms:.2f} | '
           f'{ratio:.1f}x | {keras_ms:.2f} |')
 

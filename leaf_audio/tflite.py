@@ -18,6 +18,11 @@ operations that all have builtin kernels:
     the state carried by (1 - s)^(t + 1), unrolled over the ceil(frames / L)
     chunks (a static clip length is needed, as TensorFlow Lite models have).
 
+`BuiltinOpsFrontend(leaf, implementation='fast')` computes LEAF's pooled
+energies at the reduced rates of the fast mode's plan instead
+(`grid_pooled_energies`): about a tenth of the direct convolution's work,
+within the fast mode's error of the exact features.
+
 `MelFilterbanks` converts with builtins as it is (RFFT2D) and is returned
 unchanged. `to_tflite` converts a function of a fixed-length waveform batch.
 """
@@ -30,8 +35,12 @@ from keras import ops
 import numpy as np
 import tensorflow as tf
 
+from leaf_audio import convolution
 from leaf_audio import frontend as frontend_lib
+from leaf_audio import pooling
 from leaf_audio import postprocessing
+from leaf_audio.filterbank import banded
+from leaf_audio.filterbank import plan as plan_lib
 
 QUANTIZATIONS = (None, 'float16', 'dynamic_int8')
 
@@ -86,6 +95,114 @@ def _pcen_builtin(pcen: postprocessing.PCENLayer, inputs):
           ops.power(pcen.delta, one_over_root))
 
 
+def _check_grid_frontend(frontend):
+  """Raises a ValueError unless `frontend` is a LEAF the grid computes."""
+  problems = []
+  if not isinstance(frontend._complex_conv, convolution.GaborConv1D):  # pylint: disable=protected-access
+    problems.append('Gabor filters (GaborConv1D)')
+  if not isinstance(frontend._activation, convolution.SquaredModulus):  # pylint: disable=protected-access
+    problems.append('the squared modulus')
+  pool = frontend._pooling  # pylint: disable=protected-access
+  if not (isinstance(pool, pooling.GaussianLowpass) and
+          pool.padding == 'same'):
+    problems.append("Gaussian pooling with 'same' padding")
+  if problems:
+    raise ValueError(
+        "implementation='fast' computes LEAF's Gabor filters, squared "
+        "modulus and Gaussian pooling; this frontend lacks "
+        f"{', '.join(problems)}. Use implementation='conv'.")
+
+
+def grid_pooled_energies(waveform, gabor_conv, pool, tolerance='speed'):
+  """LEAF's pooled energies from the filtered signals at reduced rates.
+
+  P_n[k] = sum_u g_n[u] |y_n[s k - p + u]|^2, with y_n = x * h_n the W-tap
+  Gabor filter's output ('same' padding), g_n the pooling window
+  (u = 0 .. W_pool - 1), s the stride and p the pooling's left padding.
+  The fast mode's plan (`plan.BandedPlan`, made from the weights the layers
+  hold when this is traced) gives each channel a step D that divides s and
+  W_pool // 2, at which |y_n|^2 varies slowly enough for the pooling sum to
+  be taken on every D-th sample: D g_n[i D], (D + 1) / 2 g_n at the
+  window's ends (trapezoid with the Euler-Maclaurin end correction). y_n is
+  evaluated there exactly, by a convolution of stride D (a tenth of the
+  full-rate convolution's multiply-adds at LEAF's initialization); a
+  window that crosses the clip's edge (where the exact pooling sees zeros)
+  loses the part outside, estimated from the grid by linear interpolation,
+  as the fast mode does.
+
+  Args:
+    waveform: [batch, time] float32, time static.
+    gabor_conv: the `GaborConv1D` (W odd).
+    pool: the `GaussianLowpass` ('same' padding, W_pool odd).
+    tolerance: the plan's `plan.TOLERANCES` name.
+
+  Returns:
+    [batch, ceil(time / s), n] float32.
+  """
+  length = waveform.shape[1]
+  if length is None:
+    raise ValueError('grid_pooled_energies needs a static clip length, got '
+                     f'shape {waveform.shape}; convert with a fixed length')
+  filters = ops.cast(gabor_conv.impulse_responses(), 'float32')  # [W, 1, 2n]
+  width = filters.shape[0]
+  windows = ops.cast(pool.channel_windows(), 'float32')  # [n, W_pool]
+  pool_size = windows.shape[1]
+  stride = pool.strides
+  with tf.init_scope():  # the plan is made from the weights' values
+    sigma = ops.convert_to_numpy(gabor_conv.constrained_kernel())[:, 1]
+    plan = plan_lib.BandedPlan(
+        sigma, ops.convert_to_numpy(pool.channel_windows()).T, width, stride,
+        tolerance=tolerance)
+  frames = -(-length // stride)
+  pad_left = max((frames - 1) * stride + pool_size - length, 0) // 2
+  # Window k covers clip samples s k - pad_left + u, u = 0 .. W_pool - 1.
+  span = (frames - 1) * stride + pool_size
+  outside = (np.arange(span) - pad_left < 0) | (
+      np.arange(span) - pad_left >= length)
+  edge_frames = sorted({k for k in (0, 1, frames - 2, frames - 1)
+                        if 0 <= k < frames and
+                        outside[k * stride:k * stride + pool_size].any()})
+  groups = []
+  for group in plan.groups:
+    step = group.decimation
+    members = np.asarray(group.channels)
+    points = (span - 1) // step + 1  # grid samples s k - pad_left + m D
+    needed = (points - 1) * step + width
+    left = pad_left + width // 2
+    padded = ops.pad(waveform, [[0, 0], [left, max(needed - left - length,
+                                                   0)]])[:, :needed]
+    pairs = np.stack([2 * members, 2 * members + 1], 1).reshape(-1)
+    filtered = ops.conv(padded[:, :, None], ops.take(filters, pairs, axis=2),
+                        strides=step, padding='valid')  # [B, points, 2 n_g]
+    energies = ops.sum(ops.reshape(ops.square(filtered),
+                                   (-1, points, len(members), 2)), axis=-1)
+    group_windows = ops.take(windows, members, axis=0)  # [n_g, W_pool]
+    taps = group_windows[:, ::step]  # [n_g, K]
+    ends = np.full(taps.shape[1], float(step), np.float32)
+    if step > 1:
+      ends[[0, -1]] = (step + 1.) / 2.
+    pooled = ops.depthwise_conv(
+        energies, ops.transpose(taps * ends)[:, :, None],
+        strides=stride // step, padding='valid')  # [B, frames, n_g]
+    if edge_frames:
+      # [frames, edges] one-hots placing each edge frame's correction.
+      place = np.zeros((frames, len(edge_frames)), np.float32)
+      corrections = []
+      for i, k in enumerate(edge_frames):
+        place[k, i] = 1.
+        mask = outside[k * stride:k * stride + pool_size].astype(np.float32)
+        weights = banded.grid_interpolation_weights(group_windows * mask,
+                                                    step)  # [n_g, K]
+        start = k * stride // step
+        corrections.append(ops.sum(
+            energies[:, start:start + taps.shape[1]] *
+            ops.transpose(weights)[None], axis=1))  # [B, n_g]
+      pooled = pooled - ops.einsum('fe,ben->bfn', place,
+                                   ops.stack(corrections, axis=1))
+    groups.append(pooled)
+  return ops.take(ops.concatenate(groups, axis=-1), plan.order, axis=2)
+
+
 class BuiltinOpsFrontend(keras.layers.Layer):
   """A trained frontend's features from TensorFlow Lite builtin ops only.
 
@@ -97,6 +214,11 @@ class BuiltinOpsFrontend(keras.layers.Layer):
 
   Args:
     frontend: a built frontend layer.
+    implementation: 'conv', the direct convolution (exact); or 'fast', for a
+      `Leaf`: the pooled energies on the fast mode's grid
+      (`grid_pooled_energies`), about 6x faster in LiteRT, within the fast
+      mode's error (relative L2 4e-4 to 9e-4 on the demo clips at moved
+      weights; `tests/test_tflite.py`).
     name: layer name.
 
   Call arguments:
@@ -104,16 +226,25 @@ class BuiltinOpsFrontend(keras.layers.Layer):
 
   Returns:
     the frontend's features [batch, frames, n_filters], equal to
-    `frontend(inputs)` up to float32 rounding (its 'conv' mode; its 'fast'
-    mode is within 1% of that).
+    `frontend(inputs)` up to float32 rounding with 'conv' (the frontend's
+    exact mode; its 'fast' mode is within 1% of that).
   """
 
-  def __init__(self, frontend: keras.layers.Layer, name='builtin_frontend',
-               **kwargs):
+  def __init__(self, frontend: keras.layers.Layer, implementation='conv',
+               name='builtin_frontend', **kwargs):
     super().__init__(name=name, **kwargs)
     if not isinstance(frontend, keras.layers.Layer):
       raise TypeError(f'expected a frontend layer, got {frontend!r}')
+    if implementation not in ('conv', 'fast'):
+      raise ValueError("implementation must be 'conv' or 'fast', got "
+                       f'{implementation!r}')
+    if implementation == 'fast':
+      if not isinstance(frontend, frontend_lib.LearnableFrontend):
+        raise ValueError("implementation='fast' is for LEAF; got "
+                         f'{type(frontend).__name__}')
+      _check_grid_frontend(frontend)
     self.frontend = frontend
+    self.implementation = implementation
 
   def build(self, input_shape):
     if not self.frontend.built:
@@ -123,18 +254,26 @@ class BuiltinOpsFrontend(keras.layers.Layer):
     f = self.frontend
     if not isinstance(f, frontend_lib.LearnableFrontend):
       return f(inputs)
+    if inputs.shape[1] is None:
+      raise ValueError('BuiltinOpsFrontend needs a static clip length (as '
+                       'TensorFlow Lite models have), got inputs of shape '
+                       f'{inputs.shape}; convert with a fixed length.')
     x = ops.reshape(ops.cast(inputs, 'float32'), (-1, inputs.shape[1], 1))
     if f._preemp_conv is not None:  # pylint: disable=protected-access
       x = f._preemp_conv(x)  # pylint: disable=protected-access
     conv = f._complex_conv  # pylint: disable=protected-access
-    filters = (conv.impulse_responses() if hasattr(conv, 'impulse_responses')
-               else conv.kernel)  # [W, 1, 2N]
-    x = ops.conv(x, ops.cast(filters, 'float32'), strides=1,
-                 padding=conv.padding)
-    if getattr(conv, 'bias', None) is not None:
-      x = x + conv.bias
-    x = f._activation(x)  # pylint: disable=protected-access
-    x = f._pooling(x)  # pylint: disable=protected-access
+    if self.implementation == 'fast':
+      x = grid_pooled_energies(x[:, :, 0], conv, f._pooling)  # pylint: disable=protected-access
+    else:
+      filters = (conv.impulse_responses()
+                 if hasattr(conv, 'impulse_responses')
+                 else conv.kernel)  # [W, 1, 2N]
+      x = ops.conv(x, ops.cast(filters, 'float32'), strides=1,
+                   padding=conv.padding)
+      if getattr(conv, 'bias', None) is not None:
+        x = x + conv.bias
+      x = f._activation(x)  # pylint: disable=protected-access
+      x = f._pooling(x)  # pylint: disable=protected-access
     x = ops.maximum(x, 1e-5)
     compression = f._compression  # pylint: disable=protected-access
     if isinstance(compression, postprocessing.PCENLayer):
@@ -151,6 +290,7 @@ class BuiltinOpsFrontend(keras.layers.Layer):
   def get_config(self):
     config = super().get_config()
     config['frontend'] = keras.saving.serialize_keras_object(self.frontend)
+    config['implementation'] = self.implementation
     return config
 
   @classmethod

@@ -580,7 +580,7 @@ def test_grid_interpolation_weights_are_the_hat_functions(decimation):
   offsets = np.arange(-half, half + 1)[None, :]
   hats = np.maximum(0., 1. - np.abs(offsets - grid) / decimation)
   np.testing.assert_allclose(
-      banded._grid_interpolation_weights(tf.constant(values), decimation),
+      banded.grid_interpolation_weights(tf.constant(values), decimation),
       values @ hats.T, rtol=1e-5, atol=1e-5)
 
 

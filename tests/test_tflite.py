@@ -74,6 +74,51 @@ def test_frontend_converts_with_builtins_and_matches_keras(name):
     assert export_tflite.relative_error(got, want) < 1e-4
 
 
+def test_leaf_fast_on_the_grid_converts_and_stays_within_the_fast_error():
+  """implementation='fast': builtins only, no FFT, and within the fast
+  mode's error of the exact features (measured 4e-4 to 9e-4 at moved
+  weights), in LiteRT and in Keras at clip lengths the grid does not divide
+  (the edge frames' windows cross the clip's ends)."""
+  layer = frontend.Leaf()
+  layer(tf.zeros([1, 16000]))
+  _moved(layer)
+  fast = tflite.BuiltinOpsFrontend(layer, implementation='fast')
+  assert fast.get_config()['implementation'] == 'fast'
+  model = tflite.to_tflite(fast, (1, 16000))
+  ops = export_tflite.op_names(model)
+  assert not [op for op in ops if 'FLEX' in op or 'CUSTOM' in op], ops
+  assert 'CONV_2D' in ops and 'RFFT2D' not in ops
+  runner = export_tflite.interpreter(model)
+  clips = _test_clips()
+  for clip in clips:
+    want = layer(clip).numpy()
+    got = export_tflite.run_tflite(runner, clip)[0]
+    assert got.shape == want.shape
+    assert export_tflite.relative_error(got, want) < 2e-3
+  # Not the exact computation in disguise: the grid's own error shows.
+  assert export_tflite.relative_error(got, want) > 1e-5
+  for samples in (15990, 3001, 401):
+    batch = np.concatenate([clip[:, :samples] for clip in clips])
+    want = layer(batch).numpy()
+    got = fast(batch).numpy()
+    assert got.shape == want.shape
+    assert export_tflite.relative_error(got, want) < 3e-3, samples
+
+
+def test_fast_builtin_frontend_refuses_what_it_cannot_compute():
+  with pytest.raises(ValueError, match="'conv' or 'fast'"):
+    tflite.BuiltinOpsFrontend(frontend.Leaf(), implementation='exact')
+  with pytest.raises(ValueError, match='for LEAF'):
+    tflite.BuiltinOpsFrontend(frontend.MelFilterbanks(), implementation='fast')
+  with pytest.raises(ValueError, match='GaborConv1D'):
+    tflite.BuiltinOpsFrontend(frontend.TimeDomainFilterbanks(),
+                              implementation='fast')
+  layer = tflite.BuiltinOpsFrontend(frontend.Leaf(), implementation='fast')
+  with pytest.raises(ValueError, match='static clip length'):
+    tf.function(layer, input_signature=[
+        tf.TensorSpec((1, None), tf.float32)]).get_concrete_function()
+
+
 def test_the_trained_leaf_itself_needs_flex_ops():
   # Why BuiltinOpsFrontend exists: Leaf's FFT computation does not convert.
   layer = frontend.Leaf()
@@ -137,6 +182,21 @@ def test_export_program_on_a_trained_workdir(tmp_path):
     got = export_tflite.run_tflite(export_tflite.interpreter(f.read()),
                                    clip)[0]
   assert export_tflite.relative_error(got, want) < 1e-4
+  # LEAF on the fast mode's grid, checked against Keras' exact computation
+  # within --implementation=fast's default tolerance (2e-2).
+  fast_dir = str(tmp_path / 'fast')
+  report = export_tflite.export(workdir, None, fast_dir, seconds=2.0,
+                                quantizations=(),
+                                check_dir=str(tmp_path / 'tones'),
+                                implementation='fast')
+  # (Measured: features 1.5e-3, the classifier's logits 3e-3 to 9e-3.)
+  assert 1e-6 < report['frontend.tflite']['max_relative_error'] < 3e-3
+  assert 1e-6 < report['classifier.tflite']['max_relative_error'] < 2e-2
+  with pytest.raises(ValueError, match='implementation'):
+    export_tflite.export(workdir, None, fast_dir, implementation='banded')
+  with pytest.raises(ValueError, match='for LEAF'):
+    export_tflite.export(None, 'MelFilterbanks', fast_dir,
+                         implementation='fast')
   with pytest.raises(FileNotFoundError, match='best.weights.h5'):
     export_tflite.export(str(tmp_path), None, None)
   # A frontend alone, checked on every clip under a folder.

@@ -27,7 +27,7 @@ from leaf_audio.filterbank.plan import CHUNK
 from leaf_audio.filterbank.plan import BandedPlan
 
 
-def _grid_interpolation_weights(values, decimation: int):
+def grid_interpolation_weights(values, decimation: int):
   """Full-rate weights moved onto a grid of step D by linear interpolation.
 
   out[..., m] = sum_k max(0, 1 - |k| / D) values[..., m D + k]: the weight
@@ -428,7 +428,7 @@ def pooled_energies_banded(waveform, gabor_kernel, channel_windows,
                                             plan.frames_per_block]))
     # Edge frames: the window's part outside the clip, from the grid by
     # linear interpolation: [n_g, 4, 2 taps + 1].
-    excluded = _grid_interpolation_weights(
+    excluded = grid_interpolation_weights(
         outside_windows[channels], decimation)
     corrections.append(tf.reduce_sum(samples * excluded, -1) /
                        float(decimation**2))  # [batch, n_g, 4]
