@@ -103,6 +103,15 @@ def test_leaf_fast_on_the_grid_converts_and_stays_within_the_fast_error():
     got = fast(batch).numpy()
     assert got.shape == want.shape
     assert export_tflite.relative_error(got, want) < 3e-3, samples
+  # The Leaf's fast_tolerance sets the plan: with 'accuracy', LEAF's initial
+  # 60 Hz channel is computed at every sample (a grid step of 1).
+  accurate = frontend.Leaf(fast_tolerance='accuracy')
+  accurate(clips[0])
+  accurate.set_weights(layer.get_weights())
+  batch = np.concatenate(clips)
+  assert export_tflite.relative_error(
+      tflite.BuiltinOpsFrontend(accurate, implementation='fast')(
+          batch).numpy(), accurate(batch).numpy()) < 2e-3
 
 
 def test_fast_builtin_frontend_refuses_what_it_cannot_compute():
