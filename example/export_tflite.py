@@ -76,7 +76,7 @@ flags.DEFINE_list('quantizations', ['float16'],
                   'Variants written besides float32: float16, dynamic_int8.')
 flags.DEFINE_string('check_dir', None,
                     'Labelled clips to compare LiteRT with Keras on.')
-flags.DEFINE_enum('implementation', 'conv', ['conv', 'fast'],
+flags.DEFINE_enum('implementation', 'conv', list(tflite.IMPLEMENTATIONS),
                   "LEAF's filtering: 'conv' (direct convolution, exact) or "
                   "'fast' (the fast mode's grid, ~6x faster in LiteRT).")
 flags.DEFINE_float('tolerance', None,
@@ -299,9 +299,9 @@ def export(workdir: Optional[str], frontend_name: Optional[str],
            implementation: str = 'conv') -> Dict:
   """Writes the .tflite models (see the module docstring); returns the
   report also written to output_dir/report.json."""
-  if implementation not in TOLERANCES:
-    raise ValueError(f"implementation must be one of {sorted(TOLERANCES)}, "
-                     f'got {implementation!r}')
+  if implementation not in tflite.IMPLEMENTATIONS:
+    raise ValueError(f'implementation must be one of '
+                     f'{tflite.IMPLEMENTATIONS}, got {implementation!r}')
   if tolerance is None:
     tolerance = TOLERANCES[implementation]
   if (workdir is None) == (frontend_name is None):

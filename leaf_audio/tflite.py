@@ -41,8 +41,11 @@ from leaf_audio import pooling
 from leaf_audio import postprocessing
 from leaf_audio.filterbank import banded
 from leaf_audio.filterbank import plan as plan_lib
+from leaf_audio.filterbank.fft_ops import same_padding
 
 QUANTIZATIONS = (None, 'float16', 'dynamic_int8')
+# How `BuiltinOpsFrontend` computes a learnable frontend's filtering.
+IMPLEMENTATIONS = ('conv', 'fast')
 
 
 def _ema_builtin(inputs, smooth):
@@ -153,9 +156,8 @@ def grid_pooled_energies(waveform, gabor_conv, pool, tolerance='speed'):
     plan = plan_lib.BandedPlan(
         sigma, ops.convert_to_numpy(pool.channel_windows()).T, width, stride,
         tolerance=tolerance)
-  frames = -(-length // stride)
-  pad_left = max((frames - 1) * stride + pool_size - length, 0) // 2
   # Window k covers clip samples s k - pad_left + u, u = 0 .. W_pool - 1.
+  frames, pad_left = same_padding(length, pool_size, stride)
   span = (frames - 1) * stride + pool_size
   outside = (np.arange(span) - pad_left < 0) | (
       np.arange(span) - pad_left >= length)
@@ -239,7 +241,7 @@ class BuiltinOpsFrontend(keras.layers.Layer):
     super().__init__(name=name, **kwargs)
     if not isinstance(frontend, keras.layers.Layer):
       raise TypeError(f'expected a frontend layer, got {frontend!r}')
-    if implementation not in ('conv', 'fast'):
+    if implementation not in IMPLEMENTATIONS:
       raise ValueError("implementation must be 'conv' or 'fast', got "
                        f'{implementation!r}')
     if implementation == 'fast':
